@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make engine` and `make test`.
+# Both create .venv/ first when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch and torchvision must be a matching pair (timm imports torchvision); override on other platforms.
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+
+CONFIG   ?= fastvit_ma36
+WEIGHTS  ?=
+FREIHAND ?=
+CALIB_NUM ?= 64
+
+.PHONY: install test engine train baseline regress lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PAIR)
+	$(PIP) install -q -e '.[dev]'
+	# tensorrt-stubs declares a dependency on tensorrt itself (not installable from PyPI): stubs only.
+	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check simplehand_deploy tests benchmarks
+
+engine: $(VENV)/.installed
+	$(VENV)/bin/simplehand-deploy engine --config $(CONFIG) \
+		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) --calib-num $(CALIB_NUM)
+
+clean:
+	rm -rf $(VENV) engines/*.onnx engines/*.plan engines/*.json calibration/*/

@@ -1,0 +1,7 @@
+"""simplehand-deploy: SimpleHand from PyTorch weights to ONNX, FP16/INT8 and TensorRT, with drift and latency measured."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,3 @@
+from .cli import deploy_app
+
+deploy_app()

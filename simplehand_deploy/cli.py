@@ -1,0 +1,166 @@
+"""Command-line interface: `simplehand-deploy` (the pipeline) and `simplehand-bench` (measurement).
+
+Each command is a thin typed layer over a library function; heavy imports happen inside the
+command bodies so `--help` is instant and never imports TensorRT. Errors become exit codes:
+UsageError -> 2, VerificationError -> 1, both printed as one line on stderr (no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import UsageError, VerificationError
+
+deploy = typer.Typer(
+    name="simplehand-deploy",
+    help=(
+        "SimpleHand from PyTorch weights to ONNX, FP16/INT8 and TensorRT engines.\n\n"
+        "Typical flow: synth -> calib-set -> export -> fp16 / int8 -> drift -> build (or all at once: engine)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench = typer.Typer(
+    name="simplehand-bench",
+    help="Latency across batch sizes and accuracy drift versus PyTorch eager, per backend and precision.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@deploy.callback()
+def _deploy_main() -> None:
+    """SimpleHand from PyTorch weights to ONNX, FP16/INT8 and TensorRT engines."""
+
+
+@bench.callback(invoke_without_command=True)
+def _bench_main(ctx: typer.Context) -> None:
+    """Latency across batch sizes and accuracy drift versus PyTorch eager, per backend and precision."""
+    if ctx.invoked_subcommand is None:
+        raise UsageError("no benchmark commands are available yet; see `simplehand-bench --help`")
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _run(app: typer.Typer, argv: list[str] | None = None) -> int:
+    """Run a Typer app and map our exceptions to exit codes; returns the code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UsageError as exc:
+        _err(str(exc))
+        return 2
+    except VerificationError as exc:
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
+        if type(exc).__name__ == "Abort":
+            _err("aborted")
+            return 130
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click.ClickException (typer may vendor click)
+            exc.show()
+            return int(exc.exit_code)
+        raise
+    return 0
+
+
+def deploy_app(argv: list[str] | None = None) -> None:
+    sys.exit(_run(deploy, argv))
+
+
+def bench_app(argv: list[str] | None = None) -> None:
+    sys.exit(_run(bench, argv))
+
+
+def _say(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr)
+
+
+# Common option types -------------------------------------------------------------------------
+
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", help="Weights: official simpleHand file, our checkpoint, or a state dict. "
+                 "Absent: seed-initialised weights (announced)."),
+]
+ConfigOpt = Annotated[str, typer.Option("--config", help="Model variant: fastvit_ma36 (the paper's) or tiny.")]
+
+
+def load_model_for_cli(checkpoint: Path | None, config: str, *, fused: bool = False, quiet: bool = False) -> Any:
+    """Load weights (or seed-initialise, loudly) for any command."""
+    from .checkpoint import load_checkpoint
+
+    if checkpoint is None:
+        _say(f"note: no --checkpoint given: using seed-initialised {config} weights (not a trained model)", quiet)
+    return load_checkpoint(checkpoint, config, fused=fused)
+
+
+# ============================================================================================
+# simplehand-deploy: model (issue 2)
+# ============================================================================================
+
+
+@deploy.command()
+def predict(
+    input: Annotated[Path, typer.Option("--input", help="float32 .npy (B,3,224,224), BGR, 0..255 crops.")],
+    output: Annotated[Path, typer.Option("--output", help="Output .npz with uv (B,21,2), vertices (B,778,3).")],
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = "fastvit_ma36",
+    fuse: Annotated[bool, typer.Option("--fuse", help="Apply FastViT re-parameterisation first.")] = False,
+    mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: also output joints.")] = None,
+    regressor: Annotated[Path | None, typer.Option("--regressor", help="(21,778) .npy: also output joints.")] = None,
+    device: Annotated[str, typer.Option("--device", help="torch device, e.g. cpu or cuda:0.")] = "cpu",
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Trust a checkpoint holding objects.")] = False,
+) -> None:
+    """Run the PyTorch model on preprocessed crops and save uv, vertices (and joints)."""
+    from .predict import predict_file
+
+    if checkpoint is None:
+        _say(f"note: no --checkpoint given: using seed-initialised {config} weights (not a trained model)")
+    predict_file(
+        input, output, checkpoint=checkpoint, config=config, fused=fuse, mano=mano, regressor=regressor,
+        device=device, allow_pickle=allow_pickle,
+    )
+
+
+# ============================================================================================
+# simplehand-deploy: data (issue 3)
+# ============================================================================================
+
+# ============================================================================================
+# simplehand-deploy: training and evaluation (issue 4)
+# ============================================================================================
+
+# ============================================================================================
+# simplehand-deploy: export, precision, drift (issue 5)
+# ============================================================================================
+
+# ============================================================================================
+# simplehand-deploy: TensorRT build and `engine` (issue 6)
+# ============================================================================================
+
+# ============================================================================================
+# simplehand-deploy: triton (issue 8)
+# ============================================================================================
+
+# ============================================================================================
+# simplehand-bench: harness (issue 7)
+# ============================================================================================
+
+# ============================================================================================
+# simplehand-bench: regress, baseline, report (issue 8)
+# ============================================================================================

@@ -24,7 +24,7 @@ def read_layout(tsv: str | os.PathLike[str]) -> list[tuple[str, str, tuple[int, 
     for line in Path(tsv).read_text().splitlines():
         if not line.strip():
             continue
-        key, dtype, shape = (line.split("\t") + [""])[:3]
+        key, dtype, shape = [*line.split("\t"), ""][:3]
         rows.append((key, dtype, tuple(int(s) for s in shape.split(",") if s)))
     return rows
 

@@ -73,7 +73,6 @@ def predict_file(
     out_path = Path(output)
     if out_path.suffix != ".npz":
         raise UsageError(f"output {out_path}: must end in .npz")
-    with atomic_path(out_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **out)
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **out)
     return out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from simplehand_deploy.checkpoint import load_checkpoint, save_checkpoint
+from simplehand_deploy.checkpoint import load_checkpoint
 from simplehand_deploy.cli import _run, deploy
 from simplehand_deploy.errors import UsageError
 from simplehand_deploy.model import create_model
@@ -67,8 +67,18 @@ def test_bad_keys_exit_2_naming_the_key(tmp_path, capsys, kind):
     path, key = _write_broken(tmp_path, kind)
     x = np.zeros((1, 3, 224, 224), np.float32)
     np.save(tmp_path / "x.npy", x)
-    code = _predict(["--checkpoint", str(path), "--config", "tiny", "--input", str(tmp_path / "x.npy"),
-                     "--output", str(tmp_path / "o.npz")])
+    code = _predict(
+        [
+            "--checkpoint",
+            str(path),
+            "--config",
+            "tiny",
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--output",
+            str(tmp_path / "o.npz"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert key in err and "Traceback" not in err
@@ -80,7 +90,7 @@ def test_bad_keys_exit_2_naming_the_key(tmp_path, capsys, kind):
 def test_non_checkpoint_files_are_usage_errors(tmp_path, content):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
-    with pytest.raises(UsageError, match="bad.pt"):
+    with pytest.raises(UsageError, match=r"bad\.pt"):
         load_checkpoint(path, "tiny")
 
 
@@ -88,7 +98,7 @@ def test_truncated_real_checkpoint(tmp_path, tiny_checkpoint):
     data = tiny_checkpoint.read_bytes()
     path = tmp_path / "cut.pt"
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UsageError, match="cut.pt"):
+    with pytest.raises(UsageError, match=r"cut\.pt"):
         load_checkpoint(path)
 
 
@@ -97,8 +107,18 @@ def test_predict_writes_npz_with_joints(tmp_path, tiny_checkpoint):
     np.save(tmp_path / "x.npy", x)
     reg = np.random.default_rng(1).random((21, 778)).astype(np.float32)
     np.save(tmp_path / "r.npy", reg)
-    code = _predict(["--checkpoint", str(tiny_checkpoint), "--input", str(tmp_path / "x.npy"),
-                     "--output", str(tmp_path / "o.npz"), "--regressor", str(tmp_path / "r.npy")])
+    code = _predict(
+        [
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--output",
+            str(tmp_path / "o.npz"),
+            "--regressor",
+            str(tmp_path / "r.npy"),
+        ]
+    )
     assert code == 0
     out = np.load(tmp_path / "o.npz")
     assert out["uv"].shape == (2, 21, 2) and out["vertices"].shape == (2, 778, 3)
@@ -119,14 +139,27 @@ def test_predict_rejects_wrong_input(tmp_path, capsys, shape, dtype):
 def test_predict_reproduces_parity_fixture(tmp_path, parity_checkpoint, fixtures_dir):
     """Acceptance: the official-format checkpoint through `predict` matches the official outputs."""
     out = tmp_path / "o.npz"
-    code = _predict(["--checkpoint", str(parity_checkpoint), "--config", "fastvit_ma36",
-                     "--input", str(fixtures_dir / "parity" / "input.npy"), "--output", str(out), "--fuse"])
+    code = _predict(
+        [
+            "--checkpoint",
+            str(parity_checkpoint),
+            "--config",
+            "fastvit_ma36",
+            "--input",
+            str(fixtures_dir / "parity" / "input.npy"),
+            "--output",
+            str(out),
+            "--fuse",
+        ]
+    )
     assert code == 0
     res = np.load(out)
-    np.testing.assert_allclose(res["uv"].reshape(2, 42), np.load(fixtures_dir / "parity" / "expected_uv.npy"),
-                               atol=1e-5, rtol=0)
-    np.testing.assert_allclose(res["vertices"], np.load(fixtures_dir / "parity" / "expected_vertices.npy"),
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        res["uv"].reshape(2, 42), np.load(fixtures_dir / "parity" / "expected_uv.npy"), atol=1e-5, rtol=0
+    )
+    np.testing.assert_allclose(
+        res["vertices"], np.load(fixtures_dir / "parity" / "expected_vertices.npy"), atol=1e-4, rtol=0
+    )
 
 
 @pytest.mark.parametrize("script", ["simplehand-deploy", "simplehand-bench"])

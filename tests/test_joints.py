@@ -62,7 +62,7 @@ def test_bad_regressors(tmp_path):
     with pytest.raises(UsageError, match=r"\(21, 778\)"):
         load_regressor(tmp_path / "r.npy")
     (tmp_path / "x.pkl").write_text("not a pickle")
-    with pytest.raises(UsageError, match="x.pkl"):
+    with pytest.raises(UsageError, match=r"x\.pkl"):
         load_regressor(tmp_path / "x.pkl")
     with pytest.raises(UsageError, match="no such file"):
         load_regressor(tmp_path / "missing.pkl")

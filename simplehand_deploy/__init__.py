@@ -1,4 +1,4 @@
-"""simplehand-deploy: SimpleHand from PyTorch weights to ONNX, FP16/INT8 and TensorRT, with drift and latency measured."""
+"""simplehand-deploy: SimpleHand to ONNX, FP16/INT8 and TensorRT, with drift and latency measured."""
 
 from __future__ import annotations
 

@@ -141,6 +141,40 @@ def predict(
 # simplehand-deploy: data (issue 3)
 # ============================================================================================
 
+@deploy.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (FreiHAND v2 layout).")],
+    num: Annotated[int, typer.Option("--num", help="Training samples.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same data).")] = 0,
+    eval_num: Annotated[int, typer.Option("--eval-num", help="Evaluation samples.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Generate synthetic hands in FreiHAND's on-disk format (the embedded default data set)."""
+    from .data.synthetic import generate
+
+    path = generate(out, num, seed, eval_num=eval_num, progress=not quiet)
+    _say(f"wrote {num} training + {eval_num} evaluation synthetic samples to {path}", quiet)
+
+
+@deploy.command("calib-set")
+def calib_set(
+    out: Annotated[Path, typer.Option("--out", help="Set folder, e.g. calibration/freihand-256.")],
+    freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder (or JSON image list).")] = None,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Use generated synthetic hands instead.")] = False,
+    split: Annotated[str, typer.Option("--split", help="training or evaluation.")] = "training",
+    num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = 64,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    scale_enlarge: Annotated[float, typer.Option("--scale-enlarge", help="Box enlargement (1.25 = eval).")] = 1.25,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Build a calibration set: N preprocessed crops + labels + a manifest with sha256 hashes."""
+    from .calibration import build_calibration_set
+
+    path = build_calibration_set(out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
+                                 scale_enlarge=scale_enlarge, progress=not quiet)
+    _say(f"wrote calibration set {path} ({num} crops)", quiet)
+
+
 # ============================================================================================
 # simplehand-deploy: training and evaluation (issue 4)
 # ============================================================================================

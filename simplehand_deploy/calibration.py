@@ -1,0 +1,176 @@
+"""Calibration sets: a deterministic sample of evaluation-style crops with labels and a manifest.
+
+The same crops feed INT8 calibration, drift measurement and the harness's accuracy runs, so a set
+is identified by its content (sha256 of each file) and by the settings that made it. A set built
+with other settings is rebuilt, never silently reused; a set whose files no longer match their
+hashes is an error.
+
+Layout of `calibration/<name>/`: `images.npy` (N,3,224,224) float32 BGR 0..255, `labels.npz`
+(`uv` (N,21,2) crop-normalised; `xyz` (N,21,3) and `vertices` (N,778,3) root-relative metres when
+the split has them), `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import IMAGE_SIZE
+from .errors import UsageError
+from .fileio import atomic_path, sha256_file
+from .progress import track
+
+FILES = ("images.npy", "labels.npz")
+
+
+@dataclass
+class CalibrationSet:
+    path: Path
+    images: np.ndarray
+    uv: np.ndarray | None
+    xyz: np.ndarray | None
+    vertices: np.ndarray | None
+    manifest: dict[str, Any]
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def stratified_indices(total: int, num: int, seed: int) -> list[int]:
+    """One seeded pick per equal stratum of [0, total): spread over the whole set, reproducible."""
+    if num > total:
+        raise UsageError(f"--num {num} is larger than the data ({total} samples)")
+    if num < 1:
+        raise UsageError(f"--num must be >= 1 (got {num})")
+    rng = np.random.default_rng(seed)
+    edges = np.linspace(0, total, num + 1)
+    lo, hi = np.floor(edges[:-1]).astype(int), np.floor(edges[1:]).astype(int)
+    return [int(rng.integers(a, max(a + 1, b))) for a, b in zip(lo, hi, strict=True)]
+
+
+def _settings(source: str, split: str, num: int, seed: int, scale_enlarge: float) -> dict[str, Any]:
+    return {"source": source, "split": split, "num": num, "seed": seed,
+            "crop": {"scale_enlarge": scale_enlarge, "size": IMAGE_SIZE, "rotation": 0.0}}
+
+
+def build_calibration_set(
+    out: str | os.PathLike[str],
+    *,
+    freihand: str | os.PathLike[str] | None = None,
+    synthetic: bool = False,
+    split: str = "training",
+    num: int = 64,
+    seed: int = 0,
+    scale_enlarge: float = 1.25,
+    progress: bool = True,
+) -> Path:
+    """Crop `num` samples (stratified, seeded) from FreiHAND or a synthetic set and write them atomically."""
+    if (freihand is None) == (not synthetic):
+        raise UsageError("give exactly one source: --freihand DIR or --synthetic")
+    if synthetic:
+        with tempfile.TemporaryDirectory(prefix="simplehand-synth-") as tmp:
+            from .data.synthetic import generate
+
+            root = generate(Path(tmp) / "freihand", num if split == "training" else 1, seed=seed,
+                            eval_num=num if split == "evaluation" else 0, progress=progress)
+            return _build(out, root, f"synthetic:seed={seed}", split, num, seed, scale_enlarge, progress)
+    return _build(out, Path(freihand), str(Path(freihand).resolve()), split, num, seed, scale_enlarge, progress)
+
+
+def _build(out, root: Path, source: str, split: str, num: int, seed: int, scale: float, progress: bool) -> Path:
+    from .data.crop import crop_sample
+    from .data.freihand import FreiHAND
+
+    ds = FreiHAND(root, split)
+    indices = stratified_indices(len(ds), num, seed)
+    images = np.zeros((num, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    labels: dict[str, list[np.ndarray]] = {"uv": [], "xyz": [], "vertices": []}
+    for row, i in enumerate(track(indices, "cropping", progress)):
+        crop, lab = crop_sample(ds[i], scale_enlarge=scale)
+        images[row] = crop.image
+        for k in labels:
+            if k in lab:
+                labels[k].append(lab[k])
+    arrays = {k: np.stack(v) for k, v in labels.items() if len(v) == num}
+    with atomic_path(out, is_dir=True) as tmp:
+        np.save(tmp / "images.npy", images)
+        np.savez(tmp / "labels.npz", **arrays)
+        manifest = {
+            "tool": "simplehand-deploy",
+            "version": __version__,
+            **_settings(source, split, num, seed, scale),
+            "indices": indices,
+            "labels": sorted(arrays),
+            "files": {name: sha256_file(tmp / name) for name in FILES},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(out)
+
+
+def load_calibration_set(path: str | os.PathLike[str], verify: bool = True) -> CalibrationSet:
+    """Load a set; with `verify`, every file must match the sha256 in its manifest."""
+    p = Path(path)
+    man_path = p / "manifest.json"
+    if not p.is_dir():
+        raise UsageError(f"calibration set {p}: no such folder (build one with `simplehand-deploy calib-set`)")
+    if not man_path.is_file():
+        raise UsageError(f"calibration set {p}: missing manifest.json (rebuild it with `simplehand-deploy calib-set`)")
+    try:
+        manifest = json.loads(man_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UsageError(f"{man_path}: not a calibration manifest (rebuild the set)") from None
+    for name in FILES:
+        if not (p / name).is_file():
+            raise UsageError(f"calibration set {p}: missing {name} (rebuild the set)")
+        if verify and sha256_file(p / name) != files.get(name):
+            raise UsageError(f"calibration set {p}: {name} does not match its manifest hash (modified? rebuild it)")
+    try:
+        images = np.load(p / "images.npy", allow_pickle=False)
+        labels = dict(np.load(p / "labels.npz", allow_pickle=False))
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"calibration set {p}: unreadable arrays ({exc})") from None
+    if images.ndim != 4 or images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.float32:
+        raise UsageError(f"{p / 'images.npy'}: shape {images.shape} {images.dtype}, expected (N,3,224,224) float32")
+    if len(images) == 0:
+        raise UsageError(f"calibration set {p}: empty (0 images)")
+    for k, v in labels.items():
+        if len(v) != len(images):
+            raise UsageError(f"{p / 'labels.npz'}: {k} has {len(v)} rows but images.npy has {len(images)}")
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return CalibrationSet(p, images, labels.get("uv"), labels.get("xyz"), labels.get("vertices"), manifest, digest)
+
+
+def ensure_calibration_set(
+    out: str | os.PathLike[str],
+    *,
+    freihand: str | os.PathLike[str] | None = None,
+    synthetic: bool = False,
+    split: str = "training",
+    num: int = 64,
+    seed: int = 0,
+    scale_enlarge: float = 1.25,
+    progress: bool = True,
+) -> Path:
+    """Reuse `out` only when it was built with exactly these settings and verifies; else rebuild."""
+    source = f"synthetic:seed={seed}" if synthetic else str(Path(freihand).resolve()) if freihand else ""
+    wanted = _settings(source, split, num, seed, scale_enlarge)
+    try:
+        existing = load_calibration_set(out, verify=True)
+        if all(existing.manifest.get(k) == v for k, v in wanted.items()):
+            return Path(out)
+    except UsageError:
+        pass
+    return build_calibration_set(out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
+                                 scale_enlarge=scale_enlarge, progress=progress)

@@ -1,0 +1,1 @@
+"""Data: FreiHAND reader, the virtual-camera crop, synthetic FreiHAND-format hands."""

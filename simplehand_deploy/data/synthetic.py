@@ -1,0 +1,278 @@
+"""Synthetic hands written in FreiHAND's v2 on-disk layout: the embedded default data set.
+
+Nobody here can download FreiHAND, so the toolkit generates a stand-in that is *learnable* and
+exercises the same code: an articulated 21-joint hand (FreiHAND joint order, plausible bone
+lengths, joint limits), 778 surface vertices attached to its bones, a random global pose and
+camera, rendered as shaded limbs over varied backgrounds.
+
+Joints are exact linear functions of the vertices: every joint is the centroid of a symmetric
+ring of vertices around it (tips are single vertices), so `regressor() @ vertices == xyz`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import NUM_JOINTS, NUM_VERTICES
+from ..fileio import atomic_path
+from ..progress import track
+
+IMAGE_SIZE = 224
+RING = 8  # vertices per joint ring
+# FreiHAND order: 0 wrist; thumb 1-4; index 5-8; middle 9-12; ring 13-16; pinky 17-20 (base -> tip).
+FINGERS = [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20)]
+# Hand frame (metres): x toward the thumb side, y along the fingers, z out of the palm (back of hand).
+BASES = np.array([[0.025, 0.028, -0.008], [0.024, 0.086, 0], [0.003, 0.090, 0], [-0.017, 0.083, 0], [-0.034, 0.072, 0]])
+PHALANGES = np.array(
+    [[0.036, 0.032, 0.028], [0.040, 0.024, 0.021], [0.044, 0.028, 0.022], [0.041, 0.026, 0.021], [0.033, 0.020, 0.019]]
+)
+RADII = np.array([0.010, 0.0085, 0.009, 0.0085, 0.0075])
+COLOURS = np.array([[60, 80, 200], [60, 170, 230], [80, 200, 120], [200, 160, 60], [200, 80, 160]], dtype=np.float64)
+
+_PARENT = np.array([-1, 0, 1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 13, 14, 15, 0, 17, 18, 19])
+TIPS = frozenset({4, 8, 12, 16, 20})
+
+
+def _rot(axis: str, a: float) -> np.ndarray:
+    c, s = np.cos(a), np.sin(a)
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def pose_hand(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Joints (21, 3) in the hand frame and the finger articulation angles (5, 4)."""
+    scale = rng.uniform(0.85, 1.15)
+    joints = np.zeros((NUM_JOINTS, 3))
+    angles = np.zeros((5, 4))
+    for f, chain in enumerate(FINGERS):
+        base = BASES[f] * scale
+        joints[chain[0]] = base
+        spread = rng.uniform(-0.25, 0.25)
+        flex = [rng.uniform(-0.2, 1.4), rng.uniform(0.0, 1.6), rng.uniform(0.0, 1.1)]
+        if f == 0:  # the thumb points out sideways and bends across the palm
+            direction = _rot("z", 0.9 + spread) @ np.array([0.0, 1.0, 0.0])
+            bend_axis = np.array([0.3, 0.2, 0.93])
+            flex = [v * 0.6 for v in flex]
+        else:
+            direction = _rot("z", spread * 0.6) @ np.array([0.0, 1.0, 0.0])
+            bend_axis = np.array([1.0, 0.0, 0.0])
+        angles[f] = [spread, *flex]
+        bend_axis /= np.linalg.norm(bend_axis)
+        pos, total = base, 0.0
+        for k in range(3):
+            total += flex[k]
+            # Rodrigues rotation of the finger direction about the bend axis (negative z = toward the palm).
+            kx = np.array([[0, -bend_axis[2], bend_axis[1]], [bend_axis[2], 0, -bend_axis[0]],
+                           [-bend_axis[1], bend_axis[0], 0]])
+            rot = np.eye(3) - np.sin(total) * kx + (1 - np.cos(total)) * (kx @ kx)
+            pos = pos + rot @ direction * PHALANGES[f, k] * scale
+            joints[chain[k + 1]] = pos
+    return joints, angles
+
+
+def _perp_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    d = d / (np.linalg.norm(d) + 1e-12)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(d[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    u = np.cross(d, helper)
+    u /= np.linalg.norm(u)
+    return u, np.cross(d, u)
+
+
+def _layout(seed: int = 1234) -> dict[str, np.ndarray]:
+    """A fixed vertex layout: which bone each vertex rides on, where along it, at which angle and radius.
+
+    Rings: joint j (not a tip) gets RING vertices around it on bone (j -> first child); tips are single
+    vertices. Remaining vertices are spread along bones and over the palm.
+    """
+    rng = np.random.default_rng(seed)
+    kinds, bones, ts, thetas, radii, palm_w = [], [], [], [], [], []
+    first_child = {0: 9, **{j: j + 1 for j in range(1, 21) if j not in TIPS}}
+    angles = np.arange(RING) * 2 * np.pi / RING
+    for j in range(NUM_JOINTS):
+        if j in TIPS:
+            kinds.append(1), bones.append(j), ts.append(1.0), thetas.append(0.0), radii.append(0.0)
+            palm_w.append(np.zeros(6))
+            continue
+        child = first_child[j]
+        for a in angles:
+            kinds.append(0), bones.append(child), ts.append(0.0), thetas.append(a), radii.append(1.0)
+            palm_w.append(np.zeros(6))
+    n_palm = 160
+    n_bone = NUM_VERTICES - len(kinds) - n_palm
+    for _ in range(n_bone):
+        b = int(rng.integers(1, 21))
+        kinds.append(0), bones.append(b), ts.append(rng.uniform(0.05, 0.95)), thetas.append(rng.uniform(0, 2 * np.pi))
+        radii.append(1.0), palm_w.append(np.zeros(6))
+    for _ in range(n_palm):  # palm surface: convex mix of wrist + 5 finger bases, on either face
+        w = rng.dirichlet(np.ones(6))
+        kinds.append(2), bones.append(0), ts.append(0.0), thetas.append(0.0)
+        radii.append(1.0 if rng.random() < 0.5 else -1.0), palm_w.append(w)
+    return {
+        "kind": np.array(kinds), "bone": np.array(bones), "t": np.array(ts), "theta": np.array(thetas),
+        "radius": np.array(radii), "palm": np.array(palm_w),
+    }
+
+
+_LAYOUT = _layout()
+
+
+def skin(joints: np.ndarray) -> np.ndarray:
+    """778 vertices for posed joints (any frame): rings, bone surfaces and the palm slab."""
+    L = _LAYOUT
+    verts = np.zeros((NUM_VERTICES, 3))
+    bone_radius = np.zeros(21)
+    for f, chain in enumerate(FINGERS):
+        bone_radius[list(chain)] = RADII[f] * np.array([1.0, 0.92, 0.85, 0.8])
+    bone_radius[9] = RADII[2]
+    for i in range(NUM_VERTICES):
+        kind, b = L["kind"][i], L["bone"][i]
+        if kind == 1:
+            verts[i] = joints[b]
+        elif kind == 0:
+            p, c = joints[_PARENT[b]], joints[b]
+            u, w = _perp_basis(c - p)
+            r = bone_radius[b] * (1.3 if _PARENT[b] == 0 else 1.0)
+            th = L["theta"][i]
+            verts[i] = p + L["t"][i] * (c - p) + r * (np.cos(th) * u + np.sin(th) * w)
+    palm_idx = np.where(L["kind"] == 2)[0]
+    anchors = joints[[0, 1, 5, 9, 13, 17]]
+    normal = np.cross(joints[5] - joints[0], joints[17] - joints[0])
+    normal /= np.linalg.norm(normal) + 1e-12
+    verts[palm_idx] = L["palm"][palm_idx] @ anchors + L["radius"][palm_idx, None] * 0.011 * normal
+    return verts
+
+
+def regressor() -> np.ndarray:
+    """(21, 778) float32: joints = regressor() @ vertices holds exactly for synthetic hands.
+
+    The layout puts the joint rings first, in joint order: a tip owns one vertex, any other joint a
+    ring of RING vertices evenly spaced around it, whose mean is the joint itself.
+    """
+    R = np.zeros((NUM_JOINTS, NUM_VERTICES), dtype=np.float64)
+    start = 0
+    for j in range(NUM_JOINTS):
+        n = 1 if j in TIPS else RING
+        R[j, start : start + n] = 1.0 / n
+        start += n
+    return R.astype(np.float32)
+
+
+def sample_scene(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One hand in a camera: K, xyz (21,3) and vertices (778,3) in metres, camera frame."""
+    for _ in range(100):
+        joints_h, angles = pose_hand(rng)
+        rot = random_rotation(rng)
+        f = rng.uniform(420, 620)
+        K = np.array([[f, 0, 112 + rng.uniform(-4, 4)], [0, f, 112 + rng.uniform(-4, 4)], [0, 0, 1.0]])
+        depth = rng.uniform(0.45, 0.75)
+        centre = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), depth])
+        joints_c = (joints_h - joints_h[9]) @ rot.T + centre
+        verts_c = skin(joints_c)
+        uv = joints_c @ K.T
+        uv = uv[:, :2] / uv[:, 2:3]
+        if joints_c[:, 2].min() > 0.15 and (uv > 4).all() and (uv < IMAGE_SIZE - 4).all():
+            return {"K": K, "xyz": joints_c, "vertices": verts_c, "angles": angles}
+    raise RuntimeError("could not place a synthetic hand inside the image")  # pragma: no cover
+
+
+def _background(rng: np.random.Generator) -> np.ndarray:
+    import cv2
+
+    h = w = IMAGE_SIZE
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
+    img = (c0 * (1 - t) + c1 * t) * np.ones((h, w, 1))
+    img = np.clip(img + rng.normal(0, rng.uniform(2, 15), (h, w, 3)), 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(2, 8))):  # clutter
+        colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+        if rng.random() < 0.5:
+            cv2.circle(img, tuple(int(v) for v in rng.uniform(0, w, 2)), int(rng.uniform(5, 40)), colour, -1)
+        else:
+            p = rng.uniform(0, w, (2, 2)).astype(int)
+            cv2.rectangle(img, tuple(p[0].tolist()), tuple(p[1].tolist()), colour, -1)
+    return img
+
+
+def render(scene: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """BGR uint8 224x224: palm polygon and limbs as shaded capsules, far parts first."""
+    import cv2
+
+    img = _background(rng)
+    K, xyz = scene["K"], scene["xyz"]
+    uv = xyz @ K.T
+    uv = uv[:, :2] / uv[:, 2:3]
+    skin_tone = np.array([rng.uniform(90, 200), rng.uniform(120, 210), rng.uniform(160, 240)])
+    palm = uv[[0, 1, 5, 9, 13, 17]].astype(np.int32)
+    hull = cv2.convexHull(palm)
+    cv2.fillConvexPoly(img, hull, tuple(float(v) for v in skin_tone * 0.85), lineType=cv2.LINE_AA)
+    segs = []
+    for f, chain in enumerate(FINGERS):
+        for k, j in enumerate(chain):
+            a = 0 if k == 0 else chain[k - 1]
+            segs.append((xyz[a, 2] + xyz[j, 2], a, j, f))
+    for _, a, j, f in sorted(segs, reverse=True):
+        z = (xyz[a, 2] + xyz[j, 2]) / 2
+        thick = max(2, int(2 * RADII[f] * K[0, 0] / z))
+        shade = 0.75 + 0.25 * np.clip((0.75 - z) / 0.3, 0, 1)
+        colour = skin_tone * shade * 0.7 + COLOURS[f] * 0.3
+        p0, p1 = tuple(uv[a].astype(int).tolist()), tuple(uv[j].astype(int).tolist())
+        cv2.line(img, p0, p1, tuple(float(v) for v in colour), thick, lineType=cv2.LINE_AA)
+        cv2.circle(img, p1, max(1, thick // 2), tuple(float(v) for v in colour * 0.9), -1, lineType=cv2.LINE_AA)
+    return img
+
+
+def _scale(xyz: np.ndarray) -> float:
+    return float(np.linalg.norm(xyz[10] - xyz[9]))  # middle-finger proximal phalanx, FreiHAND's reference bone
+
+
+def generate(
+    out_dir: str | os.PathLike[str], num: int, seed: int = 0, *, eval_num: int = 0, progress: bool = True
+) -> Path:
+    """Write `num` training (+ `eval_num` evaluation) samples in FreiHAND v2 layout; deterministic in `seed`."""
+    import cv2
+
+    from ..errors import UsageError
+
+    if num < 1:
+        raise UsageError(f"--num must be >= 1 (got {num})")
+    out = Path(out_dir)
+    with atomic_path(out, is_dir=True) as tmp:
+        for split, count, sub in (("training", num, 0), ("evaluation", eval_num, 1)):
+            if count <= 0:
+                continue
+            rng = np.random.default_rng([seed, sub])
+            (tmp / split / "rgb").mkdir(parents=True)
+            Ks, xyzs, verts, manos, scales = [], [], [], [], []
+            for i in track(range(count), f"synth {split}", progress):
+                scene = sample_scene(rng)
+                cv2.imwrite(str(tmp / split / "rgb" / f"{i:08d}.jpg"), render(scene, rng),
+                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+                Ks.append(np.round(scene["K"], 4).tolist())
+                xyzs.append(np.round(scene["xyz"], 6).tolist())
+                verts.append(np.round(scene["vertices"], 6).tolist())
+                manos.append([np.concatenate([scene["angles"].ravel(), np.zeros(41)]).round(5).tolist()])
+                scales.append(round(_scale(scene["xyz"]), 6))
+            files = {"K": Ks, "xyz": xyzs, "verts": verts, "mano": manos, "scale": scales}
+            for name, data in files.items():
+                (tmp / f"{split}_{name}.json").write_text(json.dumps(data, separators=(",", ":")))
+    return out

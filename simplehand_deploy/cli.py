@@ -183,6 +183,78 @@ def calib_set(
 # simplehand-deploy: export, precision, drift (issue 5)
 # ============================================================================================
 
+@deploy.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output .onnx path (a .json sidecar is written beside it).")],
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = "fastvit_ma36",
+    opset: Annotated[int, typer.Option("--opset", help="17 (TensorRT >= 8.6) or 16 (TensorRT 8.5).")] = 17,
+    dynamo: Annotated[bool, typer.Option("--dynamo", help="Use torch's dynamo exporter (needs onnxscript).")] = False,
+    no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Export fused FP32 ONNX (dynamic batch), simplified, graph-checked, parity-checked in ONNX Runtime."""
+    from .export import export_onnx
+
+    model, info = load_model_for_cli(checkpoint, config, quiet=quiet)
+    export_onnx(model, out, opset=opset, dynamo=dynamo, simplify=not no_simplify, info=info, progress=not quiet)
+
+
+@deploy.command()
+def fp16(
+    onnx: Annotated[Path, typer.Option("--onnx", help="FP32 ONNX from `export`.")],
+    out: Annotated[Path, typer.Option("--out", help="Output FP16 .onnx.")],
+    block: Annotated[list[str] | None, typer.Option("--block", help="Op type or node name kept FP32 (repeat); "
+                                                     "default LayerNormalization, Softmax, GridSample.")] = None,
+) -> None:
+    """FP16 graph with FP32 I/O and an FP32 island (norms, softmax, grid path, vertex head)."""
+    from .precision import convert_fp16
+
+    path = convert_fp16(onnx, out, blocklist=block or None)
+    _say(f"wrote {path}")
+
+
+@deploy.command()
+def int8(
+    onnx: Annotated[Path, typer.Option("--onnx", help="FP32 ONNX from `export`.")],
+    calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder (calib-set).")],
+    out: Annotated[Path, typer.Option("--out", help="Output Q/DQ .onnx.")],
+    method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
+    quantizer: Annotated[str, typer.Option("--quantizer", help="ort (default) or modelopt.")] = "ort",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Extra node names to keep float.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Explicit INT8 Q/DQ graph calibrated on the crops (symmetric, per-channel weights, opset <= 17)."""
+    from .precision import quantize_int8
+
+    path = quantize_int8(onnx, calib, out, method=method, quantizer=quantizer, exclude=exclude,
+                         progress=not quiet)
+    _say(f"wrote {path}", quiet)
+
+
+@deploy.command()
+def drift(
+    onnx: Annotated[list[Path], typer.Option("--onnx", help="ONNX graphs to compare (repeat).")],
+    calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder.")],
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = "fastvit_ma36",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
+) -> None:
+    """Drift of each graph (ONNX Runtime, CPU) vs PyTorch FP32 eager on the same crops: mm and px."""
+    from .drift import measure_drift, render_table
+
+    model, _ = load_model_for_cli(checkpoint, config, quiet=json_out)
+    df = measure_drift(onnx, calib, model=model)
+    if json_out:
+        import json
+
+        print(json.dumps(df.to_dicts(), indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(df))
+
+
 # ============================================================================================
 # simplehand-deploy: TensorRT build and `engine` (issue 6)
 # ============================================================================================

@@ -1,0 +1,219 @@
+"""PyTorch -> ONNX for TensorRT 8.6 .. 11: fused FastViT, opset 17, dynamic batch, verified.
+
+What is checked on every export, because each has bitten someone:
+* GridSample must say `bilinear` (opset >= 20 exports `linear`, which TensorRT parses as nearest);
+* opset <= 17 by default (16 for TensorRT 8.5, whose parser lacks LayerNormalization);
+* only the batch axis is dynamic (the 7x7 pool and the 28x28 position map fix 224x224);
+* parity: ONNX Runtime vs PyTorch at batch 1 and 3 (vertices within 1e-4 m, uv within 1e-4);
+* onnxsim's output is kept only if it passes the same parity check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import CheckpointInfo
+from .errors import UsageError, VerificationError
+from .fileio import atomic_path, write_json_atomic
+from .model import SimpleHand, fuse
+
+PARITY_TOL = 1e-4
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def artifact_name(config: str, weights_short: str, precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return f"simplehand-{config}-{weights_short}-{precision}.onnx"
+
+
+def sidecar_path(onnx_path: str | os.PathLike[str]) -> Path:
+    return Path(str(onnx_path) + ".json") if not str(onnx_path).endswith(".onnx") else \
+        Path(str(onnx_path)[: -len(".onnx")] + ".json")
+
+
+def read_sidecar(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = sidecar_path(onnx_path)
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def load_onnx(path: str | os.PathLike[str]) -> Any:
+    """onnx.load with a one-line UsageError for missing or corrupt files."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"ONNX file {p}: no such file")
+    try:
+        model = onnx.load(str(p))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise UsageError(f"ONNX file {p}: not a valid ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from None
+    return model
+
+
+def graph_problems(model: Any, max_opset: int = 17) -> list[str]:
+    """Deployment hazards in a graph (empty list = fine)."""
+    problems = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset > max_opset:
+        problems.append(f"opset {opset} > {max_opset} (TensorRT parses GridSample 'linear' as nearest at >= 20)")
+    for node in model.graph.node:
+        if node.op_type == "GridSample":
+            mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "bilinear")
+            if mode != "bilinear":
+                problems.append(f"GridSample {node.name!r} mode {mode!r}, expected 'bilinear'")
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or not isinstance(dims[0], str) or dims[1:] != [3, 224, 224]:
+        problems.append(f"input shape {dims}, expected ['batch', 3, 224, 224]")
+    return problems
+
+
+def parity_check(model: SimpleHand, onnx_path: Path, batches: tuple[int, ...] = (1, 3)) -> dict[str, float]:
+    """Max abs difference ORT vs PyTorch per output over the given batch sizes."""
+    from .ort import make_session, run
+
+    sess = make_session(onnx_path, fake_quant=False)
+    g = torch.Generator().manual_seed(0)
+    worst = {"uv": 0.0, "vertices": 0.0}
+    for b in batches:
+        x = torch.rand(b, 3, 224, 224, generator=g) * 255
+        with torch.no_grad():
+            uv, v = model(x)
+        out = run(sess, x.numpy(), batch_size=b)
+        worst["uv"] = max(worst["uv"], float(np.abs(out["uv"] - uv.numpy()).max()))
+        worst["vertices"] = max(worst["vertices"], float(np.abs(out["vertices"] - v.numpy()).max()))
+    return worst
+
+
+def _torch_export(model: SimpleHand, path: Path, opset: int, dynamo: bool) -> None:
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)) * 255  # batch >= 2 for dynamo
+    kwargs: dict[str, Any] = dict(input_names=["image"], output_names=["uv", "vertices"], opset_version=opset)
+    if dynamo:
+        from ._deps import require
+
+        require("onnxscript")
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes={"image": {0: batch}}, **kwargs)
+    else:
+        axes = {"image": {0: "batch"}, "uv": {0: "batch"}, "vertices": {0: "batch"}}
+        torch.onnx.export(model, (x,), str(path), dynamo=False, dynamic_axes=axes, do_constant_folding=True, **kwargs)
+
+
+def export_onnx(
+    model: SimpleHand,
+    out: str | os.PathLike[str],
+    *,
+    opset: int = 17,
+    dynamo: bool = False,
+    simplify: bool = True,
+    parity: bool = True,
+    info: CheckpointInfo | None = None,
+    progress: bool = True,
+) -> Path:
+    """Export (fusing first), simplify if it verifies, check the graph and parity, write ONNX + sidecar atomically."""
+    import onnx
+
+    if opset > 17 or opset < 16:
+        raise UsageError(f"--opset {opset}: use 17 (TensorRT >= 8.6) or 16 (TensorRT 8.5); >= 20 breaks GridSample")
+    out = Path(out)
+    model = fuse(model.eval()) if not model.is_fused else model.eval()
+    log = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
+    t0 = time.time()
+    with atomic_path(out) as tmp:
+        log(f"export: tracing {model.cfg.name} ({'dynamo' if dynamo else 'legacy'} exporter, opset {opset}) ...")
+        _torch_export(model, tmp, opset, dynamo)
+        graph = onnx.load(str(tmp))
+        simplified = False
+        if simplify:
+            simplified = _try_simplify(model, tmp, graph, log)
+            graph = onnx.load(str(tmp))
+        problems = graph_problems(graph, max_opset=17)
+        if problems:
+            raise VerificationError(f"exported graph {out.name}: " + "; ".join(problems))
+        figures = parity_check(model, tmp) if parity else {}
+        if parity:
+            log(f"export: parity vs PyTorch (batch 1, 3): uv {figures['uv']:.2e}, vertices {figures['vertices']:.2e}")
+            if figures["vertices"] > PARITY_TOL or figures["uv"] > PARITY_TOL:
+                raise VerificationError(f"ONNX Runtime vs PyTorch differ by {figures} (> {PARITY_TOL}) for {out.name}")
+        meta = _sidecar(model, info, opset, dynamo, simplified, figures, time.time() - t0, "fp32")
+        for k, v in (("simplehand", json.dumps({k: meta[k] for k in ("config", "weights_sha256", "precision")})),
+                     ("producer", f"simplehand-deploy {__version__}")):
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(graph, str(tmp))
+    meta["onnx_sha256"] = _sha(out)
+    write_json_atomic(sidecar_path(out), meta)
+    log(f"export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
+    return out
+
+
+def _sha(path: Path) -> str:
+    from .fileio import sha256_file
+
+    return sha256_file(path)
+
+
+def _try_simplify(model: SimpleHand, path: Path, graph: Any, log: Any) -> bool:
+    """Replace the file with onnxsim's output only if that output checks and matches PyTorch."""
+    import onnx
+
+    try:
+        import onnxsim
+    except ImportError:
+        log("export: onnxsim not installed; keeping the unsimplified graph")
+        return False
+    try:
+        simple, ok = onnxsim.simplify(graph)
+    except Exception as exc:  # onnxsim raises assorted errors on exotic graphs
+        log(f"export: onnxsim failed ({type(exc).__name__}); keeping the unsimplified graph")
+        return False
+    if not ok:
+        return False
+    candidate = path.with_suffix(".sim.onnx")
+    try:
+        onnx.save(simple, str(candidate))
+        fig = parity_check(model, candidate, batches=(2,))
+        if fig["vertices"] <= PARITY_TOL and fig["uv"] <= PARITY_TOL:
+            os.replace(candidate, path)
+            log(f"export: onnxsim {len(graph.graph.node)} -> {len(simple.graph.node)} nodes (verified)")
+            return True
+        log("export: onnxsim output failed parity; keeping the unsimplified graph")
+        return False
+    finally:
+        candidate.unlink(missing_ok=True)
+
+
+def _sidecar(model: SimpleHand, info: CheckpointInfo | None, opset: int, dynamo: bool, simplified: bool,
+             figures: dict[str, float], seconds: float, precision: str) -> dict[str, Any]:
+    import onnx
+
+    return {
+        "kind": "simplehand-onnx",
+        "precision": precision,
+        "config": model.cfg.name,
+        "model_config": model.cfg.to_dict(),
+        "weights_kind": info.kind if info else "seed",
+        "weights_sha256": info.sha256 if info else None,
+        "weights_short": info.short if info else "seed0",
+        "opset": opset,
+        "exporter": "dynamo" if dynamo else "legacy",
+        "simplified": simplified,
+        "fused": True,
+        "inputs": {"image": ["batch", 3, 224, 224]},
+        "outputs": {"uv": ["batch", 21, 2], "vertices": ["batch", 778, 3]},
+        "parity_max_abs": figures,
+        "versions": {"simplehand_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "python": platform.python_version()},
+        "seconds": round(seconds, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

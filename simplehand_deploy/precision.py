@@ -1,0 +1,280 @@
+"""FP16 and INT8 (explicit Q/DQ) versions of an FP32 ONNX graph, for TensorRT 8.6 .. 11.
+
+TensorRT 11 dropped precision flags and calibrators, so precision lives in the graph. Both
+artifacts are built and *executed* on CPU (ONNX Runtime), which is how drift is measured here.
+
+Sensitive parts stay in FP32 (FP16) or unquantised (INT8), found by graph structure rather than
+node names (onnxsim renames nodes): the uv head and the grid-coordinate path (everything that
+feeds GridSample's grid but not its feature map: an error there moves the sampling location) and
+the final vertex projection (its output is the millimetres we report). FP16 also keeps
+LayerNormalization and Softmax in FP32.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UsageError
+from .export import load_onnx, read_sidecar, sidecar_path
+from .fileio import atomic_path, sha256_file, write_json_atomic
+
+FP16_BLOCK_OPS = ("LayerNormalization", "Softmax", "GridSample")
+INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+# -- graph structure -------------------------------------------------------------------------------
+
+def _name_nodes(graph: Any) -> None:
+    seen: set[str] = set()
+    for i, node in enumerate(graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}"
+        seen.add(node.name)
+
+
+def _ancestors(graph: Any, tensor: str) -> set[str]:
+    producer = {o: n for n in graph.node for o in n.output}
+    seen: set[str] = set()
+    stack = [tensor]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(node.input)
+    return seen
+
+
+def sensitive_nodes(graph: Any) -> dict[str, set[str]]:
+    """Node names of the uv head + grid-coordinate path, and of the final vertex projection."""
+    _name_nodes(graph)
+    grid: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "GridSample":
+            grid |= _ancestors(graph, node.input[1]) - _ancestors(graph, node.input[0])
+    producer = {o: n for n in graph.node for o in n.output}
+    head: set[str] = set()
+    node = producer.get("vertices")
+    while node is not None:
+        head.add(node.name)
+        if node.op_type in ("MatMul", "Gemm"):
+            break
+        node = producer.get(node.input[0])
+    return {"grid_path": grid, "vertex_head": head}
+
+
+# -- FP16 -------------------------------------------------------------------------------------------
+
+def convert_fp16(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    blocklist: Sequence[str] | None = None,
+    progress: bool = False,
+) -> Path:
+    """FP16 graph with FP32 inputs/outputs and an FP32 island (op types or node names in `blocklist`).
+
+    Written directly rather than with onnxconverter-common, whose output for this model does not
+    load (Cast nodes left at FLOAT inside the FP16 region; graph outputs read internally wired to the
+    FP32 copy). Every float tensor gets one precision, decided by its producer; a Cast is inserted
+    wherever a consumer runs at the other precision.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = load_onnx(src)
+    model = onnx.shape_inference.infer_shapes(model)
+    g = model.graph
+    marks = sensitive_nodes(g)
+    block = set(blocklist if blocklist is not None else FP16_BLOCK_OPS)
+    fp32_nodes = marks["grid_path"] | marks["vertex_head"]
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
+    inits = {t.name: t for t in g.initializer}
+    for name, t in inits.items():
+        types[name] = t.data_type
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+
+    def is_half(node: Any) -> bool:
+        if node.op_type in block or node.name in block or node.name in fp32_nodes:
+            return False
+        return any(types.get(o) == FLOAT for o in node.output)
+
+    half_nodes = {n.name for n in g.node if is_half(n)}
+    precision: dict[str, int] = {i.name: FLOAT for i in g.input}  # tensor -> its stored float type
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    # Initializers: FP16 when every float consumer runs in FP16.
+    new_inits = []
+    for name, t in inits.items():
+        if t.data_type == FLOAT and consumers.get(name) and all(c.name in half_nodes for c in consumers[name]):
+            arr = numpy_helper.to_array(t).astype(np.float16)
+            new_inits.append(numpy_helper.from_array(arr, name))
+            precision[name] = HALF
+        else:
+            new_inits.append(t)
+            if t.data_type == FLOAT:
+                precision[name] = FLOAT
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+    outputs = {o.name for o in g.output}
+    new_nodes: list[Any] = []
+    casts: dict[tuple[str, int], str] = {}
+
+    def cast_to(tensor: str, to: int) -> str:
+        key = (tensor, to)
+        if key not in casts:
+            name = f"{tensor}__to_{'fp16' if to == HALF else 'fp32'}"
+            new_nodes.append(helper.make_node("Cast", [tensor], [name], name=f"Cast_{name}", to=to))
+            casts[key] = name
+        return casts[key]
+
+    for n in g.node:
+        want = HALF if n.name in half_nodes else FLOAT
+        for k, i in enumerate(n.input):
+            have = precision.get(i)
+            if have in (FLOAT, HALF) and have != want and not (n.op_type == "Cast"):
+                n.input[k] = cast_to(i, want)
+        if n.op_type == "Cast" and n.name in half_nodes:
+            for a in n.attribute:
+                if a.name == "to" and a.i == FLOAT:
+                    a.i = HALF
+        if n.op_type == "Constant" and n.name in half_nodes:
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == FLOAT:
+                    a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
+        new_nodes.append(n)
+        for k, o in enumerate(n.output):
+            if types.get(o) == FLOAT:
+                precision[o] = want
+                if want == HALF and o in outputs:  # graph outputs stay FP32: rename inside, cast at the edge
+                    inner = f"{o}__fp16"
+                    n.output[k] = inner
+                    for c in consumers.get(o, []):
+                        for j, ci in enumerate(c.input):
+                            if ci == o:
+                                c.input[j] = inner
+                    precision[inner] = HALF
+                    new_nodes.append(helper.make_node("Cast", [inner], [o], name=f"Cast_out_{o}", to=FLOAT))
+    del g.node[:]
+    g.node.extend(new_nodes)
+    del g.value_info[:]
+    onnx.checker.check_model(model)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+        from .ort import make_session
+
+        make_session(tmp)  # load check: a graph ORT cannot load is never written
+    meta = {**read_sidecar(src), "precision": "fp16", "source_onnx": str(src), "source_sha256": sha256_file(src),
+            "fp16": {"fp32_op_types": sorted(block & set(FP16_BLOCK_OPS) | {b for b in block if "/" not in b}),
+                     "fp32_nodes": sorted(fp32_nodes), "io": "float32"},
+            "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json_atomic(sidecar_path(out), meta)
+    return out
+
+
+# -- INT8 -------------------------------------------------------------------------------------------
+
+class _Reader:
+    """CalibrationDataReader over calibration crops, with a progress bar."""
+
+    def __init__(self, images: np.ndarray, batch: int, progress: bool) -> None:
+        self.batches = [images[i : i + batch] for i in range(0, len(images), batch)]
+        self.progress = progress
+        self._it: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _gen(self) -> Iterator[dict[str, np.ndarray]]:
+        from .progress import track
+
+        for b in track(self.batches, "calibrating", self.progress):
+            yield {"image": np.ascontiguousarray(b)}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = self._gen()
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = None
+
+
+def quantize_int8(
+    src: str | os.PathLike[str],
+    calib: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    method: str = "minmax",
+    exclude: Sequence[str] | None = None,
+    quantizer: str = "ort",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Path:
+    """Explicit Q/DQ INT8 graph (TensorRT's only INT8 route from 11 on), calibrated on a calibration set.
+
+    Symmetric int8 activations (per tensor) and weights (per channel: Conv axis 0, ConvTranspose
+    axis 1), zero points 0, FP32 scales, opset kept (<= 17), Q/DQ only in front of weighted ops.
+    """
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if quantizer == "modelopt":
+        from ._deps import require
+
+        require("modelopt.onnx.quantization")
+        raise UsageError("--quantizer modelopt: ModelOpt emits opset >= 19 graphs for TensorRT >= 10 only; "
+                         "run `python -m modelopt.onnx.quantization` directly for that route")
+    if quantizer != "ort":
+        raise UsageError(f"--quantizer {quantizer!r}: choose ort or modelopt")
+    from .calibration import load_calibration_set
+
+    cal = load_calibration_set(calib)
+    graph = load_onnx(src)
+    marks = sensitive_nodes(graph.graph)
+    excluded = sorted(marks["grid_path"] | marks["vertex_head"] | set(exclude or ()))
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        named = tmp.with_suffix(".named.onnx")
+        import onnx
+
+        onnx.save(graph, str(named))  # node names made unique by sensitive_nodes()
+        try:
+            _ort_quantize(named, tmp, cal.images, method, excluded, batch_size, progress)
+        finally:
+            named.unlink(missing_ok=True)
+        from .ort import make_session
+
+        make_session(tmp)
+    meta = {**read_sidecar(src), "precision": "int8", "source_onnx": str(src), "source_sha256": sha256_file(src),
+            "int8": {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
+                     "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+                     "op_types": list(INT8_OPS), "excluded_nodes": excluded,
+                     "calibration": {"path": str(cal.path), "num": len(cal), "fingerprint": cal.fingerprint}},
+            "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json_atomic(sidecar_path(out), meta)
+    return out
+
+
+def _ort_quantize(src: Path, out: Path, images: np.ndarray, method: str, excluded: list[str], batch: int,
+                  progress: bool) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    quantize_static(
+        str(src), str(out), _Reader(images, batch, progress),
+        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8, calibrate_method=methods[method], op_types_to_quantize=list(INT8_OPS),
+        nodes_to_exclude=excluded,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
+                       "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 0},
+                       "ForceQuantizeNoInputCheck": True, "CalibMovingAverage": False},
+    )

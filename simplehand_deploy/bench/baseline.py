@@ -1,0 +1,188 @@
+"""Device baselines and finding results on disk.
+
+A baseline is a reviewed, committed copy of one device's results: `benchmarks/baselines/<slug>.json`
+(human-diffable in a pull request, the source of truth) plus `<slug>.parquet` (exact dtypes, for
+tools). Gates compare each new run against the baseline of the device it ran on, so the file name is
+the device slug from the results' fingerprint.
+
+`load_frame` is the one place that turns whatever path a user gives (a results folder, one of its
+files, the results root, a baselines folder, a baseline file) into a results frame, so every
+command accepts the same spellings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..fileio import atomic_path
+
+if TYPE_CHECKING:
+    import polars as pl
+
+BASELINE_KIND = "simplehand-baseline"
+BASELINE_VERSION = 1
+DEFAULT_BASELINE_DIR = Path("benchmarks/baselines")
+DEFAULT_RESULTS_DIR = Path("benchmarks/results")
+_RESULT_FILES = ("results.parquet", "results.json", "results.csv")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def _is_run_dir(path: Path) -> bool:
+    return any((path / name).is_file() for name in _RESULT_FILES)
+
+
+def _read_results(path: Path) -> pl.DataFrame:
+    from .results import read_results
+
+    return read_results(path)
+
+
+def latest_run(root: Path, slug: str | None = None) -> Path:
+    """The newest run folder under `root` (names start with a UTC timestamp), optionally for one device slug."""
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and _is_run_dir(p) and not p.name.startswith("."))
+    if slug:
+        runs = [p for p in runs if p.name.endswith(f"-{slug}")]
+    if not runs:
+        which = f" for device {slug!r}" if slug else ""
+        raise UsageError(f"{root}: no results folders{which}; run `simplehand-bench run` first")
+    return runs[-1]
+
+
+def baseline_path(slug: str, directory: Path = DEFAULT_BASELINE_DIR) -> Path:
+    return Path(directory) / f"{slug}.json"
+
+
+def _frame_slug(df: pl.DataFrame) -> str:
+    if "device_slug" not in df.columns or df.height == 0:
+        return ""
+    values = sorted({str(v) for v in df["device_slug"].to_list() if v})
+    return values[0] if len(values) == 1 else ""
+
+
+def load_frame(path: Path, *, slug: str | None = None, label: str = "results") -> tuple[pl.DataFrame, Path]:
+    """Read results or a baseline from any path a user might give; returns (frame, the file/folder read).
+
+    Args:
+        path: a run folder or one of its results.* files; the results root (newest run is taken);
+            a baselines folder (`<slug>.json` is taken); a baseline .json/.parquet file.
+        slug: device slug used to pick from a results root or a baselines folder.
+        label: how to name the input in error messages (e.g. "--baseline").
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{label} {path}: does not exist; pass a results folder, one of its results.* files, "
+                         "or a baseline file")
+    if path.is_dir():
+        if _is_run_dir(path):
+            return _read_results(path), path
+        subdirs = [p for p in path.iterdir() if p.is_dir() and _is_run_dir(p)]
+        if subdirs:
+            run = latest_run(path, slug)
+            return _read_results(run), run
+        baselines = sorted(path.glob("*.json"))
+        if not baselines:
+            raise UsageError(f"{label} {path}: holds neither results nor baselines")
+        if slug:
+            chosen = baseline_path(slug, path)
+            if not chosen.is_file():
+                names = ", ".join(p.stem for p in baselines)
+                raise UsageError(f"{label} {path}: no baseline for device {slug!r} (have: {names}); create one "
+                                 "with `simplehand-bench baseline --from RESULTS`")
+        elif len(baselines) == 1:
+            chosen = baselines[0]
+        else:
+            raise UsageError(f"{label} {path}: several baselines; name one file or give the current run first")
+        return read_baseline(chosen), chosen
+    if path.suffix == ".json" and _looks_like_baseline(path):
+        return read_baseline(path), path
+    if path.suffix == ".parquet" and path.name not in _RESULT_FILES:
+        import polars as pl
+
+        from .results import validate
+
+        df = pl.read_parquet(path)
+        validate(df)
+        return df, path
+    return _read_results(path), path
+
+
+def _looks_like_baseline(path: Path) -> bool:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == BASELINE_KIND
+
+
+def read_baseline(path: Path) -> pl.DataFrame:
+    """A baseline JSON back to a results frame with the schema's dtypes."""
+    import polars as pl
+
+    from .results import RESULT_COLUMNS, validate
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not readable as a baseline JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != BASELINE_KIND or not isinstance(doc.get("rows"), list):
+        raise UsageError(f"{path}: not a {BASELINE_KIND} file; create one with `simplehand-bench baseline --from R`")
+    if doc.get("version") != BASELINE_VERSION:
+        raise UsageError(f"{path}: baseline version {doc.get('version')!r}, this tool reads {BASELINE_VERSION}")
+    rows: list[dict[str, Any]] = doc["rows"]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    schema = {c: RESULT_COLUMNS.get(c, pl.Utf8) for c in columns}
+    df = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    validate(df)
+    return df
+
+
+def _json_value(v: Any) -> Any:
+    """NaN/inf are not JSON: store them as null (the schema treats null as "not measured")."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def write_baseline(results: pl.DataFrame, out_dir: Path = DEFAULT_BASELINE_DIR, *, source: str = "") -> Path:
+    """Write `<out_dir>/<device_slug>.json` and `.parquet` from one device's results; returns the JSON path.
+
+    Rows that failed (status != ok) are kept: a baseline records what the device could do, and a gate
+    then tolerates a runner that was already failing but flags one that newly fails.
+    """
+    from .results import validate
+
+    validate(results)
+    if results.height == 0:
+        raise UsageError("--from: the results hold no rows; nothing to make a baseline of")
+    slug = _frame_slug(results)
+    if not slug:
+        raise UsageError("--from: results must come from exactly one device (one device_slug); got "
+                         f"{sorted({str(v) for v in results['device_slug'].to_list()})}")
+    if not _SLUG_RE.match(slug):
+        raise UsageError(f"--from: device_slug {slug!r} is not lowercase [a-z0-9-]")
+    out_dir = Path(out_dir)
+    env_cols = [c for c in ("device_name", "device_slug", "host", "os", "arch", "torch_version",
+                            "onnxruntime_version", "tensorrt_version", "cuda_version", "driver_version",
+                            "jetson_model", "jetson_power_mode", "toolkit_version", "run_id", "timestamp")
+                if c in results.columns]
+    first = results.row(0, named=True)
+    doc = {
+        "kind": BASELINE_KIND,
+        "version": BASELINE_VERSION,
+        "device_slug": slug,
+        "device_name": str(first.get("device_name") or ""),
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": source,
+        "env": {c: first.get(c) for c in env_cols},
+        "rows": [{k: _json_value(v) for k, v in row.items()} for row in results.to_dicts()],
+    }
+    json_path = out_dir / f"{slug}.json"
+    with atomic_path(out_dir / f"{slug}.parquet") as tmp:
+        results.write_parquet(tmp)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, default=str, allow_nan=False) + "\n")
+    return json_path

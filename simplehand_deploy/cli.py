@@ -263,6 +263,31 @@ def drift(
 # simplehand-deploy: triton (issue 8)
 # ============================================================================================
 
+
+@deploy.command()
+def triton(
+    out: Annotated[Path, typer.Option("--out", help="Model repository root, e.g. model_repository/.")],
+    engine: Annotated[Path | None, typer.Option("--engine", help="TensorRT plan (platform tensorrt_plan).")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="ONNX graph (platform onnxruntime_onnx).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Model name in the repository.")] = "simplehand",
+    max_batch: Annotated[int | None, typer.Option("--max-batch", help="max_batch_size (default: the engine "
+                                                  "profile's max, from TensorRT or the sidecar).")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Parse config.pbtxt with Triton's schema "
+                                        "when tritonclient is installed.")] = True,
+) -> None:
+    """Write a Triton model repository: <name>/config.pbtxt (dynamic batching) + <name>/1/model.plan|onnx."""
+    import importlib.util
+
+    from .triton import export_triton, validate_config
+
+    model_dir = export_triton(out, engine=engine, onnx=onnx, name=name, max_batch=max_batch)
+    checked = ""
+    if check and importlib.util.find_spec("tritonclient") is not None:
+        validate_config((model_dir / "config.pbtxt").read_text())
+        checked = " (config.pbtxt checked against Triton's ModelConfig schema)"
+    _say(f"triton: wrote {model_dir}{checked}")
+
+
 # ============================================================================================
 # simplehand-bench: harness (issue 7)
 # ============================================================================================
@@ -270,3 +295,87 @@ def drift(
 # ============================================================================================
 # simplehand-bench: regress, baseline, report (issue 8)
 # ============================================================================================
+
+
+def _tolerance(text: str) -> float:
+    from .bench.regress import parse_tolerance
+
+    return parse_tolerance(text)
+
+
+@bench.command()
+def regress(
+    baseline: Annotated[Path, typer.Option("--baseline", help="Baseline: a baseline .json, a baselines folder "
+                                           "(<device-slug>.json is picked), or a results folder/file.")],
+    current: Annotated[Path, typer.Option("--current", help="Run under test: a results folder or one of its "
+                                          "files; the results root takes its newest run.")],
+    latency_tol: Annotated[str, typer.Option("--latency-tol", help="Allowed latency/throughput loss: 10% or 0.1. "
+                                             "Rows must also exceed 3x their measured CoV.")] = "10%",
+    drift_tol_mm: Annotated[float, typer.Option("--drift-tol-mm", help="Allowed drift increase (mm).")] = 0.05,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per row).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write markdown (CI step summary).")] = None,
+    allow_env_change: Annotated[bool, typer.Option("--allow-env-change", help="Compare across different GPU "
+                                                   "names or TensorRT versions (noted in the report).")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="Device slug to pick from a results root.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the verdict line.")] = False,
+) -> None:
+    """Gate a run against a baseline: exit 1 on a regression, 0 when clean, 2 on bad input."""
+    from rich.console import Console
+
+    from .bench.baseline import load_frame
+    from .bench.regress import compare, render_table, to_junit, to_markdown
+    from .fileio import atomic_path
+
+    tol = _tolerance(latency_tol)
+    cur_df, cur_path = load_frame(current, slug=device, label="--current")
+    slug = device or (str(cur_df["device_slug"][0]) if "device_slug" in cur_df.columns and cur_df.height else None)
+    base_df, base_path = load_frame(baseline, slug=slug, label="--baseline")
+    report = compare(base_df, cur_df, latency_tol=tol, drift_tol_mm=drift_tol_mm, allow_env_change=allow_env_change)
+    for path, text in ((junit, to_junit(report) if junit else ""), (markdown, to_markdown(report) if markdown else "")):
+        if path is not None:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+    _say(f"regress: baseline {base_path} vs current {cur_path}", quiet)
+    if not quiet:
+        Console(width=max(Console().width, 160)).print(render_table(report))
+    if not report.passed:
+        from .errors import VerificationError
+
+        names = ", ".join(f"{r.name} ({r.verdict})" for r in report.failures)
+        raise VerificationError(f"{report.summary()}: {names}")
+    _say(report.summary())
+
+
+@bench.command("baseline")
+def baseline_cmd(
+    source: Annotated[Path, typer.Option("--from", help="Results folder or file of one device's run "
+                                         "(the results root takes its newest run).")],
+    out: Annotated[Path, typer.Option("--out", help="Baselines folder.")] = Path("benchmarks/baselines"),
+    device: Annotated[str | None, typer.Option("--device", help="Device slug to pick from a results root.")] = None,
+) -> None:
+    """Record a run as this device's baseline: <out>/<device-slug>.json (+ .parquet), written atomically."""
+    from .bench.baseline import load_frame, write_baseline
+
+    df, path = load_frame(source, slug=device, label="--from")
+    written = write_baseline(df, out, source=str(path))
+    _say(f"baseline: wrote {written} and {written.with_suffix('.parquet').name} ({df.height} rows from {path})")
+
+
+@bench.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results folders/files (one or more devices).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md/.csv/.parquet and PNG plots.")] = Path(
+        "benchmarks/report"),
+    quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the table.")] = False,
+) -> None:
+    """Merge results from many devices into one table (markdown, CSV) and throughput/latency plots."""
+    from rich.console import Console
+
+    from .bench.report import render_table, write_report
+
+    md, summary, notes = write_report(results, out)
+    for note in notes:
+        _say(f"note: {note}", quiet)
+    if not quiet:
+        Console(width=max(Console().width, 160)).print(render_table(summary))
+    _say(f"report: {summary['device_name'].n_unique()} device(s), {summary.height} rows -> {md}", quiet)

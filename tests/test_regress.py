@@ -10,6 +10,8 @@ import polars as pl
 import pytest
 from rich.console import Console
 
+pytest.importorskip("simplehand_deploy.bench.results", reason="results schema (issue 7) not present")
+
 from simplehand_deploy.bench.regress import compare, parse_tolerance, render_table, to_junit, to_markdown
 from simplehand_deploy.cli import _run, bench
 from simplehand_deploy.errors import UsageError

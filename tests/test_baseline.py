@@ -1,0 +1,81 @@
+"""Device baselines: write/read round trip, path resolution, and the `make baseline` / `make regress` flow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from test_regress import make_run, slow_down
+
+from simplehand_deploy.bench.baseline import load_frame, read_baseline, write_baseline
+from simplehand_deploy.cli import _run, bench
+from simplehand_deploy.errors import UsageError
+
+
+def _write(df: pl.DataFrame, folder: Path) -> Path:
+    from simplehand_deploy.bench.results import write_results
+
+    return Path(write_results(df, folder))
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    run = make_run()
+    path = write_baseline(run, tmp_path)
+    slug = run["device_slug"][0]
+    assert path == tmp_path / f"{slug}.json" and (tmp_path / f"{slug}.parquet").is_file()
+    doc = json.loads(path.read_text())
+    assert doc["kind"] == "simplehand-baseline" and doc["device_name"] == "NVIDIA H100 80GB HBM3"
+    assert len(doc["rows"]) == run.height
+    back = read_baseline(path)
+    assert_frame_equal(back.select(run.columns), run)
+    assert_frame_equal(pl.read_parquet(tmp_path / f"{slug}.parquet"), run)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_refuses_mixed_devices_and_empty(tmp_path: Path) -> None:
+    mixed = pl.concat([make_run(), make_run("Orin", run_id="x")])
+    with pytest.raises(UsageError, match="exactly one device"):
+        write_baseline(mixed, tmp_path)
+    with pytest.raises(UsageError, match="no rows"):
+        write_baseline(make_run().head(0), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_load_frame_resolution(tmp_path: Path) -> None:
+    gpu, orin = make_run(), make_run("NVIDIA Jetson AGX Orin", run_id="20260101-000000-orin")
+    write_baseline(gpu, tmp_path / "baselines")
+    write_baseline(orin, tmp_path / "baselines")
+    df, chosen = load_frame(tmp_path / "baselines", slug="nvidia-jetson-agx-orin")
+    assert chosen.name == "nvidia-jetson-agx-orin.json" and df["device_name"][0] == "NVIDIA Jetson AGX Orin"
+    with pytest.raises(UsageError, match="no baseline for device 'rtx'"):
+        load_frame(tmp_path / "baselines", slug="rtx")
+    with pytest.raises(UsageError, match="several baselines"):
+        load_frame(tmp_path / "baselines")
+
+    root = tmp_path / "results"
+    _write(gpu, root / "20260101-000000-nvidia-h100-80gb-hbm3")
+    newest = _write(slow_down(gpu, "tensorrt", "int8", 1, 2.0), root / "20260105-000000-nvidia-h100-80gb-hbm3")
+    _write(orin, root / "20260109-000000-nvidia-jetson-agx-orin")
+    _, picked = load_frame(root, slug="nvidia-h100-80gb-hbm3")
+    assert picked == newest
+    _, picked = load_frame(root)
+    assert picked.name.endswith("orin")
+    with pytest.raises(UsageError, match="does not exist"):
+        load_frame(tmp_path / "missing")
+
+
+def test_make_baseline_then_regress_flow(tmp_path: Path) -> None:
+    """What `make baseline` and `make regress` run: baselines folder + results root, picked by device slug."""
+    root, baselines = tmp_path / "results", tmp_path / "baselines"
+    run = make_run()
+    _write(run, root / "20260101-000000-nvidia-h100-80gb-hbm3")
+    assert _run(bench, ["baseline", "--from", str(root), "--out", str(baselines)]) == 0
+    assert (baselines / "nvidia-h100-80gb-hbm3.json").is_file()
+    _write(run, root / "20260102-000000-nvidia-h100-80gb-hbm3")
+    assert _run(bench, ["regress", "--baseline", str(baselines), "--current", str(root), "--quiet"]) == 0
+    _write(slow_down(run, "onnxruntime", "fp16", 8, 1.3), root / "20260103-000000-nvidia-h100-80gb-hbm3")
+    assert _run(bench, ["regress", "--baseline", str(baselines), "--current", str(root), "--quiet"]) == 1
+    assert _run(bench, ["baseline", "--from", str(tmp_path / "nothing")]) == 2

@@ -35,5 +35,19 @@ engine: $(VENV)/.installed
 	$(VENV)/bin/simplehand-deploy engine --config $(CONFIG) \
 		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) --calib-num $(CALIB_NUM)
 
+# Regression gates (issue 8). RESULTS: a run folder or the results root (newest run of DEVICE is taken).
+RESULTS   ?= benchmarks/results
+BASELINES ?= benchmarks/baselines
+DEVICE    ?=
+LATENCY_TOL ?= 10%
+DRIFT_TOL_MM ?= 0.05
+
+baseline: $(VENV)/.installed
+	$(VENV)/bin/simplehand-bench baseline --from $(RESULTS) --out $(BASELINES) $(if $(DEVICE),--device $(DEVICE))
+
+regress: $(VENV)/.installed
+	$(VENV)/bin/simplehand-bench regress --current $(RESULTS) --baseline $(BASELINES) $(if $(DEVICE),--device $(DEVICE)) \
+		--latency-tol $(LATENCY_TOL) --drift-tol-mm $(DRIFT_TOL_MM) --junit runs/regress-junit.xml --markdown runs/regress-summary.md
+
 clean:
 	rm -rf $(VENV) engines/*.onnx engines/*.plan engines/*.json calibration/*/

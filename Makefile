@@ -41,13 +41,14 @@ BASELINES ?= benchmarks/baselines
 DEVICE    ?=
 LATENCY_TOL ?= 10%
 DRIFT_TOL_MM ?= 0.05
+REGRESS_FLAGS ?=
 
 baseline: $(VENV)/.installed
 	$(VENV)/bin/simplehand-bench baseline --from $(RESULTS) --out $(BASELINES) $(if $(DEVICE),--device $(DEVICE))
 
 regress: $(VENV)/.installed
 	$(VENV)/bin/simplehand-bench regress --current $(RESULTS) --baseline $(BASELINES) $(if $(DEVICE),--device $(DEVICE)) \
-		--latency-tol $(LATENCY_TOL) --drift-tol-mm $(DRIFT_TOL_MM) --junit runs/regress-junit.xml --markdown runs/regress-summary.md
+		--latency-tol $(LATENCY_TOL) --drift-tol-mm $(DRIFT_TOL_MM) --junit runs/regress-junit.xml --markdown runs/regress-summary.md $(REGRESS_FLAGS)
 
 clean:
 	rm -rf $(VENV) engines/*.onnx engines/*.plan engines/*.json calibration/*/

@@ -10,8 +10,6 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-pytest.importorskip("simplehand_deploy.bench.results", reason="results schema (issue 7) not present")
-
 from simplehand_deploy.bench.regress import compare, parse_tolerance, render_table, to_junit, to_markdown
 from simplehand_deploy.cli import _run, bench
 from simplehand_deploy.errors import UsageError
@@ -29,7 +27,8 @@ def make_run(
     runners: tuple[tuple[str, str], ...] = RUNNERS,
 ) -> pl.DataFrame:
     """A complete results frame in the harness schema: latency rows per batch + one accuracy row per precision."""
-    from simplehand_deploy.bench.results import RESULT_COLUMNS
+    results = pytest.importorskip("simplehand_deploy.bench.results", reason="results schema (issue 7) not present")
+    RESULT_COLUMNS = results.RESULT_COLUMNS
 
     slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
     env = {"device_name": device, "device_slug": slug, "tensorrt_version": trt, "cuda_version": "12.8",
@@ -188,3 +187,30 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "device_name differs" in capsys.readouterr().err
     assert _run(bench, ["regress", "--baseline", str(b), "--current", str(other), "--allow-env-change"]) == 0
     assert _run(bench, ["regress", "--baseline", str(tmp_path / "nope"), "--current", str(b)]) == 2
+
+
+# --- CI workflows ---------------------------------------------------------------------------
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
+
+
+@pytest.mark.parametrize(("name", "runs_on"), [("cpu.yml", "ubuntu-latest"), ("gpu.yml", ["self-hosted", "gpu"]),
+                                               ("jetson.yml", ["self-hosted", "jetson"])])
+def test_workflows_load_and_gate(name: str, runs_on: object) -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML not installed")
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    triggers = doc.get("on", doc.get(True))  # YAML 1.1 reads a bare `on` key as True
+    assert "pull_request" in triggers and "push" in triggers
+    jobs = doc["jobs"]
+    assert all(job["runs-on"] == runs_on for job in jobs.values())
+    steps = "\n".join(str(step.get("run", "")) + str(step.get("uses", "")) for job in jobs.values()
+                      for step in job["steps"])
+    if name == "cpu.yml":
+        assert "make test" in steps and "simplehand-deploy drift" in steps and "sys.exit(1 if failed" in steps
+    else:
+        for needed in ("make engine", "simplehand-bench run", "make regress", "GITHUB_STEP_SUMMARY",
+                       "actions/upload-artifact"):
+            assert needed in steps, f"{name}: no step runs {needed!r}"
+    if name == "jetson.yml":
+        assert "nvpmodel -q" in steps and "--system-site-packages" in steps
+        assert "pip install -q tensorrt" not in steps and "nvpmodel -m" not in steps  # recorded, never changed

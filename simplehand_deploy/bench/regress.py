@@ -283,15 +283,14 @@ def compare(
     verdicts = []
     for key in sorted(set(base_rows) | set(cur_rows), key=lambda k: tuple(str(x).zfill(6) for x in k)):
         runner, precision, batch, measurement = key
-        ident = {"runner": str(runner), "precision": str(precision), "batch_size": int(batch),
-                 "measurement": str(measurement)}
+        ident = (str(runner), str(precision), int(batch), str(measurement))
         if key not in cur_rows:
-            verdicts.append(RowVerdict(**ident, verdict="missing", note="in the baseline but not in the current run"))
+            verdicts.append(RowVerdict(*ident, verdict="missing", note="in the baseline but not in the current run"))
         elif key not in base_rows:
-            verdicts.append(RowVerdict(**ident, verdict="new", note="not in the baseline"))
+            verdicts.append(RowVerdict(*ident, verdict="new", note="not in the baseline"))
         else:
             verdict, checks, note = _judge(base_rows[key], cur_rows[key], latency_tol, drift_tol_mm)
-            verdicts.append(RowVerdict(**ident, verdict=verdict, checks=checks, note=note))
+            verdicts.append(RowVerdict(*ident, verdict=verdict, checks=checks, note=note))
     return RegressionReport(tuple(verdicts), base_env, cur_env, latency_tol, drift_tol_mm, notes)
 
 

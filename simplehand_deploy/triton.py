@@ -234,6 +234,7 @@ def export_triton(
                          f"{source.with_suffix('.json').name}); pass --max-batch N with the profile's max batch")
     model_dir = Path(out) / name
     with atomic_path(model_dir, is_dir=True) as tmp:
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a Triton container running as another user must read it
         (tmp / "1").mkdir()
         shutil.copyfile(source, tmp / "1" / f"model.{spec.kind}")
         (tmp / "config.pbtxt").write_text(render_config(name, spec))

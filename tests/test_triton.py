@@ -50,6 +50,7 @@ def test_onnx_repository_parses_with_triton_schema(tmp_path: Path) -> None:
     model_dir = export_triton(tmp_path / "repo", onnx=src, name="hand", max_batch=8)
     assert model_dir == tmp_path / "repo" / "hand"
     assert (model_dir / "1" / "model.onnx").read_bytes() == src.read_bytes()
+    assert model_dir.stat().st_mode & 0o755 == 0o755  # readable by a server running as another user
     cfg = validate_config((model_dir / "config.pbtxt").read_text())
     assert cfg.name == "hand" and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 8
     assert [(t.name, list(t.dims)) for t in cfg.input] == [("image", [3, 224, 224])]

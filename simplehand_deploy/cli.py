@@ -259,6 +259,59 @@ def drift(
 # simplehand-deploy: TensorRT build and `engine` (issue 6)
 # ============================================================================================
 
+def _profile(text: str) -> tuple[int, int, int]:
+    try:
+        lo, opt, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64") from None
+    return lo, opt, hi
+
+
+@deploy.command()
+def build(
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX artifact (fp32, fp16 or Q/DQ int8).")],
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")] = "fp16",
+    out: Annotated[Path, typer.Option("--out", help="Engine folder (plan + JSON sidecar by content key).")] = Path(
+        "engines"),
+    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX of the optimisation profile.")] = "1,8,64",
+    workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
+    opt_level: Annotated[int | None, typer.Option("--opt-level", help="Builder optimisation level 0-5.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,
+) -> None:
+    """Build (or reuse) a TensorRT engine: name-based API, flags on TRT < 10, strongly typed on >= 10."""
+    from .trt.build import build_engine
+
+    art = build_engine(onnx, precision=precision, profile=_profile(profile), workspace_mb=workspace_mb,
+                       opt_level=opt_level, out_dir=out, force=force)
+    _say(f"{'reused' if art.cached else 'built'} {art.plan} (key {art.key}, {art.seconds:.0f} s)")
+
+
+@deploy.command()
+def engine(
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = "fastvit_ma36",
+    freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND folder for calibration crops; "
+                                                   "default: synthetic FreiHAND-format hands.")] = None,
+    calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = 64,
+    out: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("engines"),
+    precisions: Annotated[str, typer.Option("--precisions", help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
+    method: Annotated[str, typer.Option("--method", help="INT8 calibration: minmax, entropy, percentile.")] = "minmax",
+    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX.")] = "1,8,64",
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """The main job (`make engine`): calibration set, weights, FP32/FP16/INT8 ONNX, TensorRT engines if possible."""
+    from rich.console import Console
+
+    from .pipeline import run_engine_job, summary_table
+
+    rows = run_engine_job(config=config, checkpoint=checkpoint, freihand=freihand, calib_num=calib_num, out=out,
+                          precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()), method=method,
+                          profile=_profile(profile), quiet=quiet)
+    Console(stderr=True).print(summary_table(rows))
+    if any(r["status"] == "failed" for r in rows):
+        raise VerificationError("some artifacts failed to build (see the summary)")
+
+
 # ============================================================================================
 # simplehand-deploy: triton (issue 8)
 # ============================================================================================

@@ -1,0 +1,79 @@
+"""`make engine` on a CPU-only machine, and `build` without TensorRT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from simplehand_deploy._deps import tensorrt_or_none
+from simplehand_deploy.cli import _run, deploy
+
+NO_TRT = tensorrt_or_none() is None
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    from simplehand_deploy.pipeline import run_engine_job
+
+    root = tmp_path_factory.mktemp("job")
+    rows = run_engine_job(config="tiny", calib_num=6, out=root / "engines", calib_dir=root / "calibration", quiet=True)
+    return root, rows
+
+
+def test_engine_job_leaves_three_onnx_artifacts_with_sidecars(job):
+    root, rows = job
+    for precision in ("fp32", "fp16", "int8"):
+        onnx = root / "engines" / f"simplehand-tiny-seed0-{precision}.onnx"
+        side = json.loads(onnx.with_suffix(".json").read_text())
+        assert onnx.is_file() and side["precision"] == precision and side["config"] == "tiny"
+        assert len(side["onnx_sha256"]) == 64
+    assert json.loads((root / "engines" / "simplehand-tiny-seed0-int8.json").read_text())["int8"]["calibration"][
+        "num"] == 6
+    assert (root / "calibration" / "synthetic-6" / "manifest.json").is_file()
+
+
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
+def test_engine_job_says_why_engines_were_skipped(job):
+    _, rows = job
+    skipped = [r for r in rows if r["artifact"].startswith("TensorRT")]
+    assert len(skipped) == 3 and all(r["status"] == "skipped" for r in skipped)
+    assert all("TensorRT is not installed" in r["note"] for r in skipped)
+
+
+def test_engine_job_reuses_artifacts(job):
+    from simplehand_deploy.pipeline import run_engine_job
+
+    root, _ = job
+    rows = run_engine_job(config="tiny", calib_num=6, out=root / "engines", calib_dir=root / "calibration", quiet=True)
+    assert {r["status"] for r in rows if r["artifact"].startswith("ONNX")} == {"reused"}
+
+
+def test_artifacts_run_in_onnxruntime(job):
+    from simplehand_deploy.ort import make_session, run
+
+    root, _ = job
+    x = np.load(root / "calibration" / "synthetic-6" / "images.npy")[:2]
+    ref = run(make_session(root / "engines" / "simplehand-tiny-seed0-fp32.onnx"), x)
+    for p in ("fp16", "int8"):
+        out = run(make_session(root / "engines" / f"simplehand-tiny-seed0-{p}.onnx"), x)
+        assert out["vertices"].shape == (2, 778, 3)
+        assert np.abs(out["vertices"] - ref["vertices"]).mean() < 0.05  # metres: same model, not noise
+
+
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
+def test_build_without_tensorrt_exits_2_naming_it(job, capsys):
+    root, _ = job
+    code = _run(deploy, ["build", "--onnx", str(root / "engines" / "simplehand-tiny-seed0-fp16.onnx"),
+                         "--precision", "fp16", "--out", str(root / "plans")])
+    err = capsys.readouterr().err
+    assert code == 2 and "TensorRT" in err and "pip install" in err and "Traceback" not in err
+    assert not (root / "plans").exists()
+
+
+def test_build_rejects_bad_arguments(tmp_path, capsys):
+    assert _run(deploy, ["build", "--onnx", str(tmp_path / "x.onnx"), "--precision", "fp8"]) == 2
+    assert "fp8" in capsys.readouterr().err
+    assert _run(deploy, ["engine", "--config", "tiny", "--profile", "8,1"]) == 2
+    assert "MIN,OPT,MAX" in capsys.readouterr().err

@@ -60,8 +60,8 @@ def _sidecar_for(model: Path) -> dict[str, Any]:
 def _max_batch_from_sidecar(doc: Any) -> int | None:
     """Find the profile's largest batch in a sidecar, whatever nesting the builder used.
 
-    Accepts `max_batch`/`max_batch_size`/`batch_max` integers or a `max` shape (list whose first
-    element is the batch) under a `profile(s)` entry; returns the largest found.
+    Accepts `max_batch`/`max_batch_size`/`batch_max` integers, or a `max` batch (int) or shape (list whose
+    first element is the batch) under a `profile(s)` entry; returns the largest found.
     """
     found: list[int] = []
 
@@ -71,6 +71,8 @@ def _max_batch_from_sidecar(doc: Any) -> int | None:
                 k = str(key).lower()
                 if k in ("max_batch", "max_batch_size", "batch_max") and isinstance(value, int) and value > 0:
                     found.append(value)
+                elif in_profile and k == "max" and isinstance(value, int) and value > 0:
+                    found.append(value)  # the engine builder's {"profile": {"image": {"max": N}}}
                 elif in_profile and k == "max" and isinstance(value, list) and value and isinstance(value[0], int):
                     found.append(value[0])
                 else:

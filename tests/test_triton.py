@@ -91,6 +91,17 @@ def test_plan_repository_takes_max_batch_from_sidecar(tmp_path: Path) -> None:
         export_triton(tmp_path / "r3", engine=plan, max_batch=32)
 
 
+def test_plan_sidecar_written_by_the_engine_builder(tmp_path: Path) -> None:
+    """The shape `trt.build` writes: {"profile": {"image": {"min": 1, "opt": 8, "max": 64}}} beside <key>.plan."""
+    plan = tmp_path / "k.plan"
+    plan.write_bytes(b"plan")
+    (tmp_path / "k.json").write_text(json.dumps({"precision": "fp16", "profile": {"image": {"min": 1, "opt": 8,
+                                                                                             "max": 64}}}))
+    cfg = validate_config((export_triton(tmp_path / "repo", engine=plan) / "config.pbtxt").read_text())
+    assert cfg.max_batch_size == 64
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [1, 2, 4, 8, 16, 32, 64]
+
+
 def test_plan_without_profile_needs_max_batch(tmp_path: Path) -> None:
     plan = tmp_path / "x.plan"
     plan.write_bytes(b"plan")

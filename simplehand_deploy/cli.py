@@ -40,9 +40,13 @@ def _deploy_main() -> None:
 
 @bench.callback(invoke_without_command=True)
 def _bench_main(ctx: typer.Context) -> None:
-    """Latency across batch sizes and accuracy drift versus PyTorch eager, per backend and precision."""
+    """Latency across batch sizes and accuracy drift versus PyTorch eager, per backend and precision.
+
+    With no command: benchmark every artifact found in engines/ plus torch eager on this machine.
+    """
     if ctx.invoked_subcommand is None:
-        raise UsageError("no benchmark commands are available yet; see `simplehand-bench --help`")
+        _bench(("latency",), None, None, 1.0, 10, 0.2, "fastvit_ma36", None, None, None, Path("engines"), None, None,
+               False, False)
 
 
 def _err(msg: str) -> None:
@@ -344,6 +348,119 @@ def triton(
 # ============================================================================================
 # simplehand-bench: harness (issue 7)
 # ============================================================================================
+
+RunnersOpt = Annotated[str | None, typer.Option("--runners", help="Comma list: torch, torch_compile, onnxruntime, "
+                                                 "tensorrt (default: torch,onnxruntime,tensorrt).")]
+BatchOpt = Annotated[str | None, typer.Option("--batch-sizes", help="Comma list; default 1,2,4,8 on CPU, "
+                                               "1,2,4,8,16,32,64 on GPU.")]
+DurationOpt = Annotated[float, typer.Option("--duration", help="Minimum timed seconds per cell (trtexec: 3).")]
+ItersOpt = Annotated[int, typer.Option("--iterations", help="Minimum timed iterations per cell.")]
+WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up seconds per cell.")]
+OnnxOpt = Annotated[list[Path] | None, typer.Option("--onnx", help="ONNX artifact(s); default: found in engines/.")]
+EnginesOpt = Annotated[list[Path] | None, typer.Option("--engines", help="TensorRT plan(s); default: engines/*.plan.")]
+CalibOpt = Annotated[Path | None, typer.Option("--calib", help="Calibration set for accuracy; default: a synthetic "
+                                               "set of 16 crops in calibration/.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Results folder (default benchmarks/results/<run-id>/).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the rows as JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")]
+
+
+def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None, duration: float, iterations: int,
+           warmup: float, config: str, checkpoint: Path | None, onnx: list[Path] | None, engines: list[Path] | None,
+           engines_dir: Path, calib: Path | None, out: Path | None, json_out: bool, quiet: bool) -> None:
+    import polars as pl
+
+    from .bench import sweep
+    from .env import fingerprint, gpu_info
+
+    names = sweep.parse_runners(runners)
+    batches = sweep.parse_batches(batch_sizes, bool(gpu_info()))
+    model, info = load_model_for_cli(checkpoint, config, quiet=quiet or json_out)
+    found_onnx, found_plans = sweep.find_artifacts(engines_dir, info.config, info.short)
+    specs = sweep.build_specs(names, model=model, info=info, onnx=onnx or found_onnx, plans=engines or found_plans,
+                              engines_dir=engines_dir, quiet=quiet or json_out)
+    env = fingerprint()
+    common = {"config": info.config, "weights": info.short, **env}
+    frames = []
+    if "latency" in kinds:
+        frames.append(sweep.latency_sweep(specs, batches, duration=duration, iterations=iterations, warmup=warmup,
+                                          common=common, progress=not (quiet or json_out)))
+    if "accuracy" in kinds:
+        if calib is None:
+            from .calibration import ensure_calibration_set
+
+            calib = ensure_calibration_set(Path("calibration") / "synthetic-16", synthetic=True, num=16,
+                                           progress=not (quiet or json_out))
+        frames.append(sweep.accuracy_run(specs, model=model, calib=calib, common=common,
+                                         progress=not (quiet or json_out)))
+    df = pl.concat(frames, how="vertical_relaxed")
+    path = sweep.finish(df, out, env)
+    if json_out:
+        import json
+
+        print(json.dumps(df.to_dicts(), default=str, indent=1))
+    elif not quiet:
+        from rich.console import Console
+
+        console = Console()
+        for kind, frame in zip(kinds, frames, strict=True):
+            console.print(sweep.render(frame, f"{kind}: {env['device_name']} ({info.config}, weights {info.short})"))
+        if any(r.startswith("onnxruntime") for r in df["runner"].to_list()) and not gpu_info():
+            console.print("[dim]note: ONNX Runtime FP16/INT8 on CPU simulate TensorRT precision for accuracy; their "
+                          "CPU latency is not what FP16/INT8 buys on a GPU.[/]")
+        console.print(f"results: {path}")
+
+
+@bench.command()
+def latency(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = 3.0,
+            iterations: ItersOpt = 10, warmup: WarmupOpt = 0.2, config: ConfigOpt = "fastvit_ma36",
+            checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None,
+            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Latency table across batch sizes for each runner (trtexec statistics), written as results files."""
+    _bench(("latency",), runners, batch_sizes, duration, iterations, warmup, config, checkpoint, onnx, engines,
+           Path("engines"), None, out, json_out, quiet)
+
+
+@bench.command()
+def accuracy(runners: RunnersOpt = None, config: ConfigOpt = "fastvit_ma36", checkpoint: CheckpointOpt = None,
+             onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None, out: OutOpt = None,
+             json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Drift of every runner vs torch FP32 eager on the same crops (mm, px), plus metrics vs labels."""
+    _bench(("accuracy",), runners, "1", 0.0, 1, 0.0, config, checkpoint, onnx, engines, Path("engines"), calib, out,
+           json_out, quiet)
+
+
+@bench.command()
+def run(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = 3.0,
+        iterations: ItersOpt = 10, warmup: WarmupOpt = 0.2, config: ConfigOpt = "fastvit_ma36",
+        checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None,
+        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+    """Latency and accuracy in one results folder."""
+    _bench(("latency", "accuracy"), runners, batch_sizes, duration, iterations, warmup, config, checkpoint, onnx,
+           engines, Path("engines"), calib, out, json_out, quiet)
+
+
+@bench.command("env")
+def env_cmd(json_out: JsonOpt = False) -> None:
+    """GPU, driver, CUDA, TensorRT, torch, ONNX Runtime, CPU, Jetson model and power mode (read, never changed)."""
+    from .env import details
+
+    info = details()
+    if json_out:
+        import json
+
+        print(json.dumps(info, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="simplehand-bench env")
+    table.add_column("key")
+    table.add_column("value")
+    for k, v in info.items():
+        table.add_row(k, str(v) if v not in ("", None) else "[dim]-[/]")
+    Console().print(table)
+
 
 # ============================================================================================
 # simplehand-bench: regress, baseline, report (issue 8)

@@ -1,0 +1,118 @@
+"""The results schema: one row per (runner, precision, batch_size, measurement), units in column names.
+
+Every row carries the environment fingerprint, so files from many devices can be concatenated and
+compared (regress, report) without side files. Formatting happens only when rendering.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import UsageError
+from ..fileio import atomic_path
+
+_S, _I, _F, _B = pl.Utf8, pl.Int64, pl.Float64, pl.Boolean
+
+IDENTITY = {"runner": _S, "precision": _S, "batch_size": _I, "measurement": _S, "status": _S, "config": _S,
+            "weights": _S, "artifact": _S, "artifact_sha256": _S, "fused": _B, "timing_scope": _S, "cuda_graphs": _B}
+LATENCY = {"latency_mean_ms": _F, "latency_p50_ms": _F, "latency_p90_ms": _F, "latency_p95_ms": _F,
+           "latency_p99_ms": _F, "latency_min_ms": _F, "latency_max_ms": _F, "latency_cov": _F, "iterations": _I,
+           "duration_s": _F, "throughput_img_s": _F, "throughput_exec_s": _F, "peak_memory_mb": _F,
+           "speedup_vs_eager": _F}
+ACCURACY = {"num_samples": _I, "vertex_drift_mean_mm": _F, "vertex_drift_p99_mm": _F, "vertex_drift_max_mm": _F,
+            "uv_drift_mean_px": _F, "uv_drift_max_px": _F, "joint_drift_mean_mm": _F, "pa_mpvpe_mm": _F,
+            "pa_mpjpe_mm": _F, "f5": _F, "f15": _F}
+ENV = {k: _S for k in ("device_name", "device_slug", "host", "os", "arch", "python_version", "torch_version",
+                       "onnxruntime_version", "tensorrt_version", "cuda_version", "driver_version", "jetson_model",
+                       "jetson_power_mode", "toolkit_version", "run_id", "timestamp")}
+RESULT_COLUMNS: dict[str, Any] = {**IDENTITY, **LATENCY, **ACCURACY, **ENV}
+REQUIRED = ("runner", "precision", "batch_size", "measurement", "status", "device_name")
+FILES = ("results.parquet", "results.csv", "results.json", "results.md")
+
+
+def empty_results() -> pl.DataFrame:
+    return pl.DataFrame(schema=RESULT_COLUMNS)
+
+
+def conform(rows: list[dict[str, Any]] | pl.DataFrame) -> pl.DataFrame:
+    """Rows (dicts with any subset of the columns) -> a frame with every column, typed, in schema order."""
+    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(rows, infer_schema_length=None)
+    cols = []
+    for name, dtype in RESULT_COLUMNS.items():
+        cols.append(pl.col(name).cast(dtype, strict=False) if name in df.columns else pl.lit(None, dtype).alias(name))
+    extra = [c for c in df.columns if c not in RESULT_COLUMNS]
+    return df.select(cols + extra) if len(df) else empty_results()
+
+
+def validate(df: pl.DataFrame, source: str = "results") -> pl.DataFrame:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise UsageError(f"{source}: missing column(s) {', '.join(missing)}; is this a simplehand-bench results file?")
+    return df
+
+
+def to_markdown(df: pl.DataFrame, columns: list[str] | None = None) -> str:
+    cols = columns or [c for c in ("runner", "precision", "batch_size", "measurement", "status", "latency_p50_ms",
+                                   "latency_p99_ms", "latency_cov", "throughput_img_s", "speedup_vs_eager",
+                                   "vertex_drift_mean_mm", "vertex_drift_max_mm", "uv_drift_mean_px", "pa_mpvpe_mm")
+                       if c in df.columns and df[c].null_count() < len(df)]
+    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
+
+    def fmt(v: Any) -> str:
+        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    return head + "".join("| " + " | ".join(fmt(r[c]) for c in cols) + " |\n" for r in df.iter_rows(named=True))
+
+
+def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[str, Any] | None = None) -> Path:
+    """Write results.{parquet,csv,json,md} (+ env.json) into `out_dir` atomically (folder-level)."""
+    df = conform(df)
+    out = Path(out_dir)
+    keep = [p for p in out.glob("*.png")] if out.is_dir() else []
+    with atomic_path(out, is_dir=True) as tmp:
+        df.write_parquet(tmp / "results.parquet")
+        df.write_csv(tmp / "results.csv")
+        (tmp / "results.json").write_text(json.dumps(df.to_dicts(), indent=1, default=str) + "\n")
+        title = f"# simplehand-bench results: {df['device_name'][0] if len(df) else ''}\n\n"
+        (tmp / "results.md").write_text(title + to_markdown(df))
+        if env is not None:
+            (tmp / "env.json").write_text(json.dumps(env, indent=2, default=str) + "\n")
+        for png in keep:
+            shutil.copy2(png, tmp / png.name)
+    return out
+
+
+def read_results(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """A results folder, or any one of its results.* files (parquet preferred)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("results.parquet", "results.csv", "results.json"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise UsageError(f"{path}: no results.parquet/csv/json inside (is this a simplehand-bench results folder?)")
+    if not p.is_file():
+        raise UsageError(f"{path}: no such results file or folder")
+    try:
+        if p.suffix == ".parquet":
+            df = pl.read_parquet(p)
+        elif p.suffix == ".csv":
+            df = pl.read_csv(p, infer_schema_length=None)
+        elif p.suffix == ".json":
+            df = pl.DataFrame(json.loads(p.read_text()), infer_schema_length=None)
+        elif p.suffix == ".md" and (p.parent / "results.parquet").is_file():
+            df = pl.read_parquet(p.parent / "results.parquet")
+        else:
+            raise UsageError(f"{p}: unsupported results file (use the folder or results.parquet/csv/json)")
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"{p}: unreadable results file ({type(exc).__name__}: {str(exc)[:120]})") from None
+    return conform(validate(df, str(p)))

@@ -1,0 +1,234 @@
+"""Orchestration behind `simplehand-bench`: resolve runners, sweep batch sizes, attach env, write results.
+
+A runner that fails (at construction or mid-sweep) becomes a status row, never a crash: a sweep
+over a fleet of artifacts should report what it could measure and say what it could not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import UsageError
+from .results import conform
+
+CPU_BATCHES = (1, 2, 4, 8)
+GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass
+class Spec:
+    """A runner to build lazily: (runner name, precision label, artifact path, factory)."""
+
+    runner: str
+    precision: str
+    artifact: str
+    make: Callable[[], Any]
+
+
+def parse_batches(text: str | None, on_gpu: bool) -> list[int]:
+    if not text:
+        return list(GPU_BATCHES if on_gpu else CPU_BATCHES)
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--batch-sizes {text!r}: expected a comma list of integers, e.g. 1,2,4,8") from None
+    bad = [v for v in values if v <= 0]
+    if bad or not values:
+        raise UsageError(f"--batch-sizes {text!r}: batch sizes must be positive integers")
+    return values
+
+
+def parse_runners(text: str | None) -> list[str]:
+    from ..runners import KNOWN
+
+    names = [r.strip() for r in (text or "torch,onnxruntime,tensorrt").split(",") if r.strip()]
+    unknown = [r for r in names if r not in KNOWN]
+    if unknown:
+        raise UsageError(f"--runners: unknown runner(s) {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
+    return names
+
+
+def find_artifacts(engines_dir: Path, config: str, weights: str) -> tuple[list[Path], list[Path]]:
+    """ONNX artifacts for this config+weights, and every TensorRT plan, found in `engines_dir`."""
+    if not engines_dir.is_dir():
+        return [], []
+    onnx = sorted(engines_dir.glob(f"simplehand-{config}-{weights}-*.onnx"))
+    plans = sorted(engines_dir.glob("*.plan"))
+    return onnx, plans
+
+
+def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence[Path], plans: Sequence[Path],
+                engines_dir: Path, quiet: bool) -> list[Spec]:
+    from ..runners import get_runner
+
+    for p in [*onnx, *plans]:
+        if not Path(p).is_file():
+            raise UsageError(f"artifact {p}: no such file")
+    specs: list[Spec] = []
+    for name in runners:
+        if name in ("torch", "torch_compile"):
+            specs.append(Spec("torch_eager" if name == "torch" else "torch_compile", "fp32", "",
+                              lambda n=name: get_runner(n, model=model)))
+        elif name == "onnxruntime":
+            paths = list(onnx)
+            if not paths:
+                paths = [_export_default(model, info, engines_dir, quiet)]
+            for p in paths:
+                specs.append(Spec("onnxruntime", _precision_of(p), str(p), lambda p=p: get_runner("onnxruntime", onnx=p)))
+        elif name == "tensorrt":
+            for p in plans:
+                specs.append(Spec("tensorrt", "?", str(p), lambda p=p: get_runner("tensorrt", plan=p)))
+            if not plans:
+                specs.append(Spec("tensorrt", "", "", _no_plans))
+    return specs
+
+
+def _no_plans() -> Any:
+    from .._deps import tensorrt_or_none
+
+    why = "TensorRT is not installed" if tensorrt_or_none() is None else "no .plan in engines/ (run `make engine`)"
+    raise UsageError(f"no TensorRT engine to run: {why}")
+
+
+def _precision_of(path: Path) -> str:
+    for p in ("fp32", "fp16", "int8"):
+        if str(path).endswith(f"-{p}.onnx"):
+            return p
+    from ..ort import graph_kind
+
+    return graph_kind(path)
+
+
+def _export_default(model: Any, info: Any, engines_dir: Path, quiet: bool) -> Path:
+    """No ONNX artifact for this config/weights yet: export the FP32 one (cached in engines/)."""
+    import copy
+
+    from ..export import artifact_name, export_onnx
+
+    path = engines_dir / artifact_name(info.config, info.short, "fp32")
+    if not path.is_file():
+        export_onnx(copy.deepcopy(model), path, info=info, progress=not quiet)
+    return path
+
+
+def _row(spec: Spec, runner: Any | None, batch: int | None, measurement: str, status: str, common: dict) -> dict:
+    desc = runner.describe() if runner is not None else {}
+    return {"runner": spec.runner, "precision": getattr(runner, "precision", spec.precision) or spec.precision,
+            "batch_size": batch, "measurement": measurement, "status": status, "artifact": spec.artifact,
+            "artifact_sha256": desc.get("artifact_sha256", ""), "fused": desc.get("fused"),
+            "timing_scope": desc.get("timing_scope", ""), "cuda_graphs": desc.get("cuda_graphs", False), **common}
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"error: {type(exc).__name__}: {text[0][:160] if text else ''}"
+
+
+def latency_sweep(specs: Sequence[Spec], batches: Sequence[int], *, duration: float, iterations: int, warmup: float,
+                  common: dict, progress: bool = True) -> pl.DataFrame:
+    from ..progress import track
+    from .latency import measure
+
+    rows: list[dict] = []
+    work = [(s, b) for s in specs for b in batches]
+    built: dict[int, Any] = {}
+    failed: dict[int, str] = {}
+    for spec, batch in track(work, "latency sweep", progress):
+        key = id(spec)
+        if key in failed:
+            rows.append(_row(spec, None, batch, "latency", failed[key], common))
+            continue
+        try:
+            if key not in built:
+                built[key] = spec.make()
+            runner = built[key]
+            rows.append({**_row(spec, runner, batch, "latency", "ok", common),
+                         **measure(runner, batch, duration=duration, iterations=iterations, warmup=warmup)})
+        except Exception as exc:  # a runner failing mid-sweep becomes a status row
+            if key not in built:
+                failed[key] = _error(exc)
+            rows.append(_row(spec, built.get(key), batch, "latency", _error(exc), common))
+    return add_speedup(conform(rows))
+
+
+def add_speedup(df: pl.DataFrame) -> pl.DataFrame:
+    eager = (df.filter((pl.col("runner") == "torch_eager") & (pl.col("status") == "ok") &
+                       (pl.col("measurement") == "latency"))
+             .select("batch_size", pl.col("latency_p50_ms").alias("_eager")))
+    if not len(eager):
+        return df
+    cols = df.columns
+    return (df.join(eager, on="batch_size", how="left")
+            .with_columns((pl.col("_eager") / pl.col("latency_p50_ms")).alias("speedup_vs_eager"))
+            .select(cols))
+
+
+def accuracy_run(specs: Sequence[Spec], *, model: Any, calib: Path, common: dict, regressor: Any = None,
+                 progress: bool = True) -> pl.DataFrame:
+    from ..calibration import load_calibration_set
+    from ..drift import eager_reference
+    from ..progress import track
+    from .accuracy import accuracy_row, infer_all
+
+    cal = load_calibration_set(calib)
+    ref = eager_reference(model, cal.images)
+    labels = {"uv": cal.uv, "xyz": cal.xyz, "vertices": cal.vertices}
+    rows = []
+    for spec in track(list(specs), "accuracy", progress):
+        try:
+            runner = spec.make()
+            out = infer_all(runner, cal.images)
+            rows.append({**_row(spec, runner, None, "accuracy", "ok", common),
+                         **accuracy_row(ref, out, labels, regressor)})
+        except Exception as exc:
+            rows.append(_row(spec, None, None, "accuracy", _error(exc), common))
+    return conform(rows)
+
+
+def default_out(fingerprint: dict) -> Path:
+    return Path("benchmarks") / "results" / fingerprint["run_id"]
+
+
+def finish(df: pl.DataFrame, out: Path | None, env: dict, *, plots: bool = True) -> Path:
+    from .plots import plot_results
+    from .results import write_results
+
+    path = write_results(df, out or default_out(env), env=env)
+    if plots:
+        plot_results(df, path)
+    return path
+
+
+def render(df: pl.DataFrame, title: str) -> Any:
+    """Rich table; speed-ups over eager in green (>1) or red (<1), failed rows in red."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    lat = "latency" in df["measurement"].to_list()
+    cols = (["latency_p50_ms", "latency_p99_ms", "latency_cov", "throughput_img_s", "speedup_vs_eager"] if lat else
+            ["vertex_drift_mean_mm", "vertex_drift_p99_mm", "vertex_drift_max_mm", "uv_drift_mean_px", "pa_mpvpe_mm"])
+    table = Table(title=title)
+    for c in ("runner", "precision", "artifact", "batch", *cols):
+        table.add_column(c, justify="left" if c in ("runner", "precision", "artifact") else "right")
+    for r in df.iter_rows(named=True):
+        if r["status"] != "ok":
+            table.add_row(r["runner"], r["precision"] or "", Path(r["artifact"] or "").name,
+                          str(r["batch_size"] or ""), f"[red]{escape(r['status'])}[/]", *[""] * (len(cols) - 1))
+            continue
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            text = "" if v is None else f"{v:.3g}" if c != "latency_cov" else f"{100 * v:.1f}%"
+            if c == "speedup_vs_eager" and v is not None:
+                text = f"[{'green' if v >= 1 else 'red'}]{v:.2f}x[/]"
+            if c == "latency_cov" and v is not None and v > 0.025:
+                text = f"[yellow]{text}[/]"
+            cells.append(text)
+        table.add_row(r["runner"], r["precision"], escape(Path(r["artifact"] or "").name),
+                      str(r["batch_size"] or ""), *cells)
+    return table

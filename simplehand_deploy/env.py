@@ -1,0 +1,119 @@
+"""Environment fingerprint: what a benchmark number depends on, recorded in every results row.
+
+Works on a bare CPU machine: nothing here imports TensorRT unless the real module is present, and
+Jetson facts (model, L4T release, nvpmodel power mode, jetson_clocks) are read, never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+
+def _run(cmd: list[str], timeout: float = 5.0) -> str:
+    if shutil.which(cmd[0]) is None:
+        return ""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_info() -> dict[str, str]:
+    """name, sm, driver, cuda of device 0 (empty dict without a CUDA device)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return {}
+        major, minor = torch.cuda.get_device_capability(0)
+        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()
+        return {"name": torch.cuda.get_device_name(0), "sm": f"{major}.{minor}",
+                "driver": driver[0] if driver else "", "cuda": str(torch.version.cuda or "")}
+    except Exception:
+        return {}
+
+
+def jetson_l4t_release() -> str | None:
+    from .trt.cache import l4t_release
+
+    return l4t_release() or None
+
+
+def jetson_info() -> dict[str, str]:
+    model = ""
+    try:
+        model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+    except OSError:
+        pass
+    if not model and jetson_l4t_release() is None:
+        return {}
+    power = _run(["nvpmodel", "-q"])
+    mode = re.search(r"NV Power Mode:\s*(\S+)", power)
+    clocks = _run(["jetson_clocks", "--show"])
+    return {"jetson_model": model, "l4t_release": jetson_l4t_release() or "",
+            "jetson_power_mode": mode.group(1) if mode else power.splitlines()[0] if power else "",
+            "jetson_clocks": "max" if "MaxFreq" in clocks and clocks else ""}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
+
+
+def _version(module: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return ""
+
+
+def fingerprint() -> dict[str, Any]:
+    """The env columns of the results schema (strings; '' when absent)."""
+    from ._deps import tensorrt_or_none
+
+    gpu = gpu_info()
+    jet = jetson_info()
+    trt = tensorrt_or_none()
+    device = gpu.get("name") or cpu_model()
+    now = time.gmtime()
+    return {
+        "device_name": device, "device_slug": slug(device), "host": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(),
+        "python_version": platform.python_version(), "torch_version": _version("torch"),
+        "onnxruntime_version": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "tensorrt_version": str(trt.__version__) if trt is not None else "",
+        "cuda_version": gpu.get("cuda", ""), "driver_version": gpu.get("driver", ""),
+        "jetson_model": jet.get("jetson_model", ""), "jetson_power_mode": jet.get("jetson_power_mode", ""),
+        "toolkit_version": __version__, "run_id": f"{time.strftime('%Y%m%d-%H%M%S', now)}-{slug(device)}",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", now),
+    }
+
+
+def details() -> dict[str, Any]:
+    """Everything `simplehand-bench env` shows: the fingerprint plus CPU, GPU and Jetson details."""
+    out = fingerprint()
+    out.update({"cpu_model": cpu_model(), "cpu_count": os.cpu_count() or 0})
+    out.update({f"gpu_{k}": v for k, v in gpu_info().items()})
+    out.update(jetson_info())
+    return out

@@ -268,6 +268,8 @@ def _profile(text: str) -> tuple[int, int, int]:
         lo, opt, hi = (int(v) for v in text.split(","))
     except ValueError:
         raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64") from None
+    if not 1 <= lo <= opt <= hi:
+        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. 1,8,64")
     return lo, opt, hi
 
 
@@ -277,7 +279,8 @@ def build(
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")] = "fp16",
     out: Annotated[Path, typer.Option("--out", help="Engine folder (plan + JSON sidecar by content key).")] = Path(
         "engines"),
-    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX of the optimisation profile.")] = "1,8,64",
+    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX of the optimisation profile.")] = (
+        "1,8,64"),
     workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
     opt_level: Annotated[int | None, typer.Option("--opt-level", help="Builder optimisation level 0-5.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,

@@ -103,29 +103,34 @@ def run_engine_job(
 
 def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tuple[int, int, int], out: Path,
              quiet: bool) -> list[dict[str, Any]]:
-    from ._deps import tensorrt_or_none
+    from ._deps import INSTALL_HINTS, tensorrt_or_none
 
     trt = tensorrt_or_none()
-    reason = ""
+    reason = hint = ""
     if trt is None:
-        reason = "TensorRT is not installed (pip: simplehand-deploy[trt] via pypi.nvidia.com; Jetson: apt)"
+        reason, hint = "TensorRT is not installed", INSTALL_HINTS["tensorrt"]
     else:
-        import torch
+        from .trt.build import cuda_device
 
-        if not torch.cuda.is_available():
-            reason = "no CUDA device visible to torch"
+        try:
+            cuda_device()
+        except UsageError as exc:
+            reason, hint = "no CUDA device", str(exc)
     rows = []
     for precision in precisions:
         if reason:
-            rows.append({"artifact": f"TensorRT {precision}", "status": "skipped", "path": "", "note": reason})
+            rows.append({"artifact": f"TensorRT {precision}", "status": "skipped", "path": "", "note": reason,
+                         "hint": hint})
             continue
         from .trt.build import build_engine, trt_major
 
+        # TRT < 10 builds FP16 by flag from the FP32 graph; >= 10 is strongly typed from the FP16 graph.
         src = onnx_for["fp32"] if (trt_major(trt) < 10 and precision == "fp16") else onnx_for[precision]
+        _log(f"      building TensorRT {precision} from {src.name} (minutes on a GPU; cached by content key)", quiet)
         try:
             art = build_engine(src, precision=precision, profile=profile, out_dir=out)
             rows.append({"artifact": f"TensorRT {precision}", "status": "reused" if art.cached else "built",
-                         "path": str(art.plan), "note": f"TensorRT {trt.__version__}"})
+                         "path": str(art.plan), "note": f"TensorRT {trt.__version__}, {art.seconds:.0f} s"})
         except Exception as exc:  # one failed precision must not hide the others
             rows.append({"artifact": f"TensorRT {precision}", "status": "failed", "path": "",
                          "note": f"{type(exc).__name__}: {str(exc)[:200]}"})
@@ -133,12 +138,17 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
 
 
 def summary_table(rows: list[dict[str, Any]]) -> Any:
+    """Rich table of every artifact; the why of a skip is printed once, under the table."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="make engine: summary")
-    for col in ("artifact", "status", "path", "note"):
-        table.add_column(col)
+    hints = dict.fromkeys(r["hint"] for r in rows if r.get("hint"))
+    caption = "skipped: " + " ".join(hints) if hints else None
+    table = Table(title="make engine: summary", caption=escape(caption) if caption else None, caption_justify="left")
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("path", overflow="fold", min_width=46)
+    table.add_column("note")
     colours = {"built": "green", "reused": "cyan", "ready": "cyan", "skipped": "yellow", "failed": "red"}
     for r in rows:
         status = f"[{colours.get(r['status'], 'white')}]{r['status']}[/]"

@@ -24,6 +24,7 @@ def job(tmp_path_factory):
 
 def test_engine_job_leaves_three_onnx_artifacts_with_sidecars(job):
     root, rows = job
+    assert [r["status"] for r in rows if r["artifact"].startswith("ONNX")] == ["built"] * 3
     for precision in ("fp32", "fp16", "int8"):
         onnx = root / "engines" / f"simplehand-tiny-seed0-{precision}.onnx"
         side = json.loads(onnx.with_suffix(".json").read_text())
@@ -39,7 +40,22 @@ def test_engine_job_says_why_engines_were_skipped(job):
     _, rows = job
     skipped = [r for r in rows if r["artifact"].startswith("TensorRT")]
     assert len(skipped) == 3 and all(r["status"] == "skipped" for r in skipped)
-    assert all("TensorRT is not installed" in r["note"] for r in skipped)
+    assert all("TensorRT is not installed" in r["note"] and "python3-libnvinfer" in r["hint"] for r in skipped)
+
+
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
+def test_summary_table_names_the_skip_reason_once(job):
+    from rich.console import Console
+
+    from simplehand_deploy.pipeline import summary_table
+
+    _, rows = job
+    import io
+
+    console = Console(width=140, record=True, file=io.StringIO())
+    console.print(summary_table(rows))
+    text = console.export_text()
+    assert text.count("pip install") == 1 and "skipped" in text and "simplehand-tiny-seed0-int8.onnx" in text
 
 
 def test_engine_job_reuses_artifacts(job):
@@ -77,3 +93,14 @@ def test_build_rejects_bad_arguments(tmp_path, capsys):
     assert "fp8" in capsys.readouterr().err
     assert _run(deploy, ["engine", "--config", "tiny", "--profile", "8,1"]) == 2
     assert "MIN,OPT,MAX" in capsys.readouterr().err
+    assert _run(deploy, ["engine", "--config", "tiny", "--profile", "8,1,1", "--out", str(tmp_path / "e")]) == 2
+    assert "MIN <= OPT <= MAX" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
+def test_runtime_without_tensorrt_is_a_usage_error(tmp_path):
+    from simplehand_deploy.errors import UsageError
+    from simplehand_deploy.trt.runtime import TrtEngine
+
+    with pytest.raises(UsageError, match="TensorRT is not installed"):
+        TrtEngine(tmp_path / "x.plan")

@@ -58,3 +58,37 @@ def test_l4t_release_and_paths(tmp_path):
     assert l4t_release(str(tmp_path / "absent")) == ""
     plan, side = plan_paths("abc", tmp_path)
     assert plan.name == "abc.plan" and side.name == "abc.json"
+
+
+def test_current_key_inputs_with_explicit_machine(tmp_path):
+    """Gathering on 'this machine' with TRT version and GPU given: ONNX bytes and recipe feed the key."""
+    import json
+
+    from simplehand_deploy.trt.cache import current_key_inputs
+
+    onnx = tmp_path / "m-int8.onnx"
+    onnx.write_bytes(b"\x08\x07qdq")
+    onnx.with_suffix(".json").write_text(json.dumps({"int8": {"method": "minmax"}}))
+    dev = {"name": "Orin", "sm": "8.7", "cuda_major": "12"}
+    ki = current_key_inputs(onnx, "int8", (1, 4, 8), trt_version="8.6.2.3", device=dev)
+    assert ki.typing == "weak" and ki.extra == {"recipe": {"method": "minmax"}} and ki.profile == (1, 4, 8)
+    assert current_key_inputs(onnx, "int8", (1, 4, 8), trt_version="10.3.0", device=dev).typing == "strong"
+    k1 = engine_key(ki)
+    onnx.with_suffix(".json").write_text(json.dumps({"int8": {"method": "entropy"}}))
+    k2 = engine_key(current_key_inputs(onnx, "int8", (1, 4, 8), trt_version="8.6.2.3", device=dev))
+    onnx.write_bytes(b"\x08\x07qdQ")
+    k3 = engine_key(current_key_inputs(onnx, "int8", (1, 4, 8), trt_version="8.6.2.3", device=dev))
+    assert len({k1, k2, k3}) == 3
+
+
+def test_precision_honoured_reads_inspector_dump():
+    """A build whose inspector shows no FP16/INT8 layer is refused, never passed off as that precision."""
+    from simplehand_deploy.trt.build import precision_honoured
+
+    fp32_only = {"Layers": [{"Name": "conv", "Outputs": [{"Format/Datatype": "Row major linear FP32"}]}]}
+    half = {"Layers": [{"Name": "conv", "Outputs": [{"Format/Datatype": "Channel major FP16 format"}]}]}
+    int8 = {"Layers": [{"Name": "q", "Outputs": [{"Format/Datatype": "Int8 NC32HW32"}]}]}
+    assert precision_honoured(fp32_only, "fp16") is False and precision_honoured(fp32_only, "int8") is False
+    assert precision_honoured(half, "fp16") is True and precision_honoured(int8, "int8") is True
+    assert precision_honoured({"Layers": ["conv", "relu"]}, "fp16") is None  # names only: cannot tell
+    assert precision_honoured({"error": "x"}, "int8") is None and precision_honoured(fp32_only, "fp32") is True

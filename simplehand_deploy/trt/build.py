@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .._deps import INSTALL_HINTS, tensorrt_or_none
 from ..errors import UsageError, VerificationError
-from ..fileio import atomic_path, sha256_file, write_bytes_atomic, write_json_atomic
-from .cache import KeyInputs, engine_key, l4t_release, os_arch, plan_paths
+from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from .cache import current_key_inputs, engine_key, plan_paths
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = (1, 8, 64)
@@ -49,16 +49,42 @@ def trt_major(trt: Any) -> int:
 
 
 def cuda_device() -> dict[str, str]:
-    """Name, SM and CUDA major of device 0 via torch; UsageError without a CUDA device."""
+    """Name, SM and CUDA major of device 0 (torch, else cuda-python); UsageError without a CUDA device."""
     try:
         import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return {"name": torch.cuda.get_device_name(0), "sm": f"{major}.{minor}",
+                    "cuda_major": str(torch.version.cuda or "").split(".")[0]}
     except ImportError:  # pragma: no cover - torch is a dependency
-        raise UsageError("no CUDA device: torch is not importable") from None
-    if not torch.cuda.is_available():
-        raise UsageError("no CUDA device: TensorRT engines are built and run on an NVIDIA GPU (torch sees none)")
-    major, minor = torch.cuda.get_device_capability(0)
-    return {"name": torch.cuda.get_device_name(0), "sm": f"{major}.{minor}",
-            "cuda_major": str(torch.version.cuda or "").split(".")[0]}
+        pass
+    found = _cuda_python_device()
+    if found is None:
+        raise UsageError("no CUDA device: TensorRT engines are built and run on an NVIDIA GPU "
+                         "(neither torch nor cuda-python sees one)")
+    return found
+
+
+def _cuda_python_device() -> dict[str, str] | None:
+    """Device 0 through cuda-python (for machines whose torch has no CUDA, e.g. Jetson without NVIDIA's wheel)."""
+    try:
+        try:
+            from cuda.bindings import runtime as rt
+        except ImportError:
+            from cuda import cudart as rt
+        err, count = rt.cudaGetDeviceCount()
+        if int(err) != 0 or count < 1:
+            return None
+        err, props = rt.cudaGetDeviceProperties(0)
+        err2, version = rt.cudaRuntimeGetVersion()
+        if int(err) != 0:
+            return None
+        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name, "sm": f"{props.major}.{props.minor}",
+                "cuda_major": str(version // 1000) if int(err2) == 0 else ""}
+    except Exception:
+        return None
 
 
 def _flag(name: str) -> Any:
@@ -74,19 +100,6 @@ def graph_precision(onnx_path: Path) -> str:
     from ..ort import graph_kind
 
     return graph_kind(onnx_path)
-
-
-def key_inputs(onnx_path: Path, precision: str, profile: tuple[int, int, int], trt: Any, device: dict[str, str],
-               workspace_mb: int, opt_level: int | None) -> KeyInputs:
-    sidecar = onnx_path.with_suffix(".json")
-    recipe = json.loads(sidecar.read_text()).get(precision, {}) if sidecar.is_file() else {}
-    return KeyInputs(
-        onnx_sha256=sha256_file(onnx_path), precision=precision,
-        typing="strong" if trt_major(trt) >= 10 else "weak", profile=tuple(profile),  # type: ignore[arg-type]
-        trt_version=str(trt.__version__), gpu_name=device["name"], gpu_sm=device["sm"],
-        cuda_major=device["cuda_major"], os_arch=os_arch(), l4t_release=l4t_release(),
-        workspace_mb=workspace_mb, opt_level=opt_level, extra={"recipe": recipe},
-    )
 
 
 def build_engine(
@@ -118,7 +131,8 @@ def build_engine(
                          f"(this graph is {kind}); make it with `simplehand-deploy {precision} ...`")
     if major < 10 and precision == "int8" and kind != "int8":
         raise UsageError("INT8 needs the Q/DQ graph from `simplehand-deploy int8` (no implicit calibration)")
-    inputs = key_inputs(onnx_path, precision, profile, trt, device, workspace_mb, opt_level)
+    inputs = current_key_inputs(onnx_path, precision, profile, workspace_mb=workspace_mb, opt_level=opt_level,
+                                trt_version=str(trt.__version__), device=device)
     key = engine_key(inputs)
     plan, sidecar = plan_paths(key, out_dir)
     from filelock import FileLock
@@ -129,13 +143,35 @@ def build_engine(
             return EngineArtifact(plan, sidecar, key, True, 0.0)
         t0 = time.time()
         data, layers = _build(onnx_path, precision, profile, workspace_mb, opt_level, Path(timing_cache_dir), device)
+        honoured = precision_honoured(layers, precision)
+        if honoured is False:
+            raise VerificationError(f"TensorRT built no {precision} layer from {onnx_path.name}: refusing to hand back "
+                                    f"an engine that is {precision} in name only (GPU {device['name']} "
+                                    f"SM {device['sm']}); see the engine inspector dump with --force")
         write_bytes_atomic(plan, data)
         meta = {"kind": "simplehand-trt-plan", "key": key, "precision": precision, "onnx": str(onnx_path),
-                "profile": {"image": {"min": lo, "opt": opt, "max": hi}}, "key_inputs": inputs.__dict__,
-                "build_seconds": round(time.time() - t0, 1), "layers": layers,
+                "profile": {"image": {"min": lo, "opt": opt, "max": hi}}, "key_inputs": asdict(inputs),
+                "build_seconds": round(time.time() - t0, 1), "precision_verified": honoured, "layers": layers,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(sidecar, meta)
         return EngineArtifact(plan, sidecar, key, False, time.time() - t0)
+
+
+def precision_honoured(layers: Any, precision: str) -> bool | None:
+    """Did the engine inspector see any layer run in the requested precision? None when it cannot tell.
+
+    The DETAILED dump names tensor formats per layer ("Half ...", "Int8 ..."; TRT 11 splits a
+    DataType field out), so a text search over it is schema-tolerant across 8.6 -> 11.
+    """
+    if precision == "fp32":
+        return True
+    if not isinstance(layers, dict) or not layers.get("Layers"):
+        return None
+    if all(isinstance(layer, str) for layer in layers["Layers"]):  # names only: not a DETAILED dump
+        return None
+    text = json.dumps(layers["Layers"]).lower()
+    needles = {"fp16": ("half", "fp16", "float16"), "int8": ("int8",)}[precision]
+    return any(n in text for n in needles)
 
 
 def _loads(plan: Path) -> bool:

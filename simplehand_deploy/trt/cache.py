@@ -65,3 +65,43 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     from ..fileio import sha256_file
 
     return sha256_file(path)
+
+
+def recipe(onnx_path: str | os.PathLike[str], precision: str) -> dict[str, Any]:
+    """The precision recipe recorded in the ONNX artifact's sidecar (quantiser, method, calibration hash)."""
+    side = Path(onnx_path).with_suffix(".json")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return {}
+    got = meta.get(precision, {}) if isinstance(meta, dict) else {}
+    return got if isinstance(got, dict) else {}
+
+
+def current_key_inputs(
+    onnx_path: str | os.PathLike[str],
+    precision: str,
+    profile: tuple[int, int, int] = (1, 8, 64),
+    *,
+    workspace_mb: int = 4096,
+    opt_level: int | None = None,
+    trt_version: str | None = None,
+    device: dict[str, str] | None = None,
+) -> KeyInputs:
+    """Gather the key inputs on this machine; TensorRT and the GPU are only queried when not given."""
+    if trt_version is None:
+        from .build import require_tensorrt
+
+        trt_version = str(require_tensorrt().__version__)
+    if device is None:
+        from .build import cuda_device
+
+        device = cuda_device()
+    major = int(trt_version.split(".")[0])
+    return KeyInputs(
+        onnx_sha256=file_sha256(onnx_path), precision=precision, typing="strong" if major >= 10 else "weak",
+        profile=(int(profile[0]), int(profile[1]), int(profile[2])), trt_version=trt_version,
+        gpu_name=device["name"], gpu_sm=device["sm"], cuda_major=device.get("cuda_major", ""), os_arch=os_arch(),
+        l4t_release=l4t_release(), workspace_mb=workspace_mb, opt_level=opt_level,
+        extra={"recipe": recipe(onnx_path, precision)},
+    )

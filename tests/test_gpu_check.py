@@ -1,0 +1,70 @@
+"""benchmarks/gpu_check.py on a CPU-only machine: one clear line, exit 2; its results writer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cpu_only_box_exits_2_with_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert _load().main(["--batches", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2(capsys):
+    mod = _load()
+    assert mod.main(["--batches", "0,x"]) == 2
+    assert mod.main(["--sections", "eager,warp"]) == 2
+    assert "warp" in capsys.readouterr().err
+
+
+def test_writer_emits_csv_json_markdown(tmp_path):
+    mod = _load()
+    rows = [{"section": "trt", "backend": "tensorrt", "precision": "fp16", "batch": None, "status": "skipped",
+             "latency_p50_ms": None, "note": "TensorRT is not installed | apt"},
+            {"section": "eager", "backend": "torch-eager", "precision": "fp32", "batch": 8, "status": "ok",
+             "latency_p50_ms": 3.25, "note": ""}]
+    folder = mod.write(rows, {"run_id": "r1", "device_name": "NVIDIA X"}, tmp_path)
+    assert json.loads((folder / "gpu_check.json").read_text())["rows"][1]["latency_p50_ms"] == 3.25
+    assert (folder / "gpu_check.csv").read_text().count("\n") == 3
+    md = (folder / "gpu_check.md").read_text()
+    assert "| trt | tensorrt | fp16 |" in md and "3.250" in md and "installed / apt" in md
+
+
+def test_sections_degrade_to_rows_not_crashes():
+    from types import SimpleNamespace
+
+    mod = _load()
+    check = object.__new__(mod.Check)  # no model: only the row bookkeeping is under test
+    check.args = SimpleNamespace(sections=["ort", "trt"], quiet=True, verbose=False)
+    check.rows = []
+
+    def missing():
+        raise mod.SkipSection("onnxruntime has no CUDAExecutionProvider")
+
+    def broken():
+        raise RuntimeError("boom")
+
+    check.section("ort", missing)
+    check.section("trt", broken)
+    check.section("compile", broken)  # not selected: no row
+    assert [(r["section"], r["status"]) for r in check.rows] == [("ort", "skipped"), ("trt", "failed")]
+    assert "CUDAExecutionProvider" in check.rows[0]["note"] and "boom" in check.rows[1]["note"]

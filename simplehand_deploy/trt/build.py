@@ -109,11 +109,15 @@ def build_engine(
     profile: tuple[int, int, int] = DEFAULT_PROFILE,
     workspace_mb: int = 4096,
     opt_level: int | None = None,
-    timing_cache_dir: str | os.PathLike[str] = "engines/timing-cache",
+    timing_cache_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "engines",
     force: bool = False,
 ) -> EngineArtifact:
-    """Build (or reuse) `engines/<key>.plan` + `<key>.json` for one ONNX artifact and precision."""
+    """Build (or reuse) `<out_dir>/<key>.plan` + `<key>.json` for one ONNX artifact and precision.
+
+    The timing cache (default `<out_dir>/timing-cache/`) is one file per TensorRT version + GPU/SM, so
+    rebuilds after an ONNX change reuse tactic timings; the engine key never depends on it.
+    """
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     onnx_path = Path(onnx_path)
@@ -129,8 +133,12 @@ def build_engine(
     if major >= 10 and precision != kind:
         raise UsageError(f"TensorRT {trt.__version__} builds strongly typed: {precision} needs the {precision} ONNX "
                          f"(this graph is {kind}); make it with `simplehand-deploy {precision} ...`")
-    if major < 10 and precision == "int8" and kind != "int8":
-        raise UsageError("INT8 needs the Q/DQ graph from `simplehand-deploy int8` (no implicit calibration)")
+    weak_sources = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("int8",)}[precision]
+    if major < 10 and kind not in weak_sources:
+        raise UsageError(f"TensorRT {trt.__version__} ({precision} by builder flag) needs the "
+                         f"{' or '.join(weak_sources)} ONNX, not this {kind} graph"
+                         + (" (INT8 = the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration)"
+                            if precision == "int8" else ""))
     inputs = current_key_inputs(onnx_path, precision, profile, workspace_mb=workspace_mb, opt_level=opt_level,
                                 trt_version=str(trt.__version__), device=device)
     key = engine_key(inputs)
@@ -142,7 +150,8 @@ def build_engine(
         if not force and plan.is_file() and sidecar.is_file() and _loads(plan):
             return EngineArtifact(plan, sidecar, key, True, 0.0)
         t0 = time.time()
-        data, layers = _build(onnx_path, precision, profile, workspace_mb, opt_level, Path(timing_cache_dir), device)
+        data, layers = _build(onnx_path, precision, profile, workspace_mb, opt_level,
+                              Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device)
         honoured = precision_honoured(layers, precision)
         if honoured is False:
             raise VerificationError(f"TensorRT built no {precision} layer from {onnx_path.name}: refusing to hand back "

@@ -163,7 +163,7 @@ def synth(
 @deploy.command("calib-set")
 def calib_set(
     out: Annotated[Path, typer.Option("--out", help="Set folder, e.g. calibration/freihand-256.")],
-    freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder (or JSON image list).")] = None,
+    freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder or JSON image list.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Use generated synthetic hands instead.")] = False,
     split: Annotated[str, typer.Option("--split", help="training or evaluation.")] = "training",
     num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = 64,

@@ -6,6 +6,7 @@ Jetson facts (model, L4T release, nvpmodel power mode, jetson_clocks) are read, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -61,10 +62,8 @@ def jetson_l4t_release() -> str | None:
 
 def jetson_info() -> dict[str, str]:
     model = ""
-    try:
+    with contextlib.suppress(OSError):
         model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    except OSError:
-        pass
     if not model and jetson_l4t_release() is None:
         return {}
     power = _run(["nvpmodel", "-q"])

@@ -141,7 +141,7 @@ def convert_fp16(
         want = HALF if n.name in half_nodes else FLOAT
         for k, i in enumerate(n.input):
             have = precision.get(i)
-            if have in (FLOAT, HALF) and have != want and not (n.op_type == "Cast"):
+            if have in (FLOAT, HALF) and have != want and n.op_type != "Cast":
                 n.input[k] = cast_to(i, want)
         if n.op_type == "Cast" and n.name in half_nodes:
             for a in n.attribute:

@@ -79,7 +79,8 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
             if not paths:
                 paths = [_export_default(model, info, engines_dir, quiet)]
             for p in paths:
-                specs.append(Spec("onnxruntime", _precision_of(p), str(p), lambda p=p: get_runner("onnxruntime", onnx=p)))
+                specs.append(Spec("onnxruntime", _precision_of(p), str(p),
+                                  lambda p=p: get_runner("onnxruntime", onnx=p)))
         elif name == "tensorrt":
             for p in plans:
                 specs.append(Spec("tensorrt", "?", str(p), lambda p=p: get_runner("tensorrt", plan=p)))

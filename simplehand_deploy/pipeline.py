@@ -147,7 +147,7 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
     table = Table(title="make engine: summary", caption=escape(caption) if caption else None, caption_justify="left")
     table.add_column("artifact", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("path", overflow="fold", min_width=46)
+    table.add_column("path", overflow="fold")
     table.add_column("note")
     colours = {"built": "green", "reused": "cyan", "ready": "cyan", "skipped": "yellow", "failed": "red"}
     for r in rows:

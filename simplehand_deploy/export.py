@@ -78,6 +78,28 @@ def graph_problems(model: Any, max_opset: int = 17) -> list[str]:
     return problems
 
 
+def constants_to_initializers(model: Any) -> int:
+    """Move tensor-valued Constant nodes into initializers.
+
+    Some weights reach the graph as Constant nodes (onnxsim folding FastViT's re-parameterised convs);
+    quantisers (ORT, ModelOpt) and TensorRT's weight handling expect initializers, e.g. ORT only
+    quantises a Conv weight per channel when it is an initializer.
+    """
+    keep, moved = [], 0
+    for node in model.graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and value is not None and len(node.attribute) == 1:
+            tensor = value.t
+            tensor.name = node.output[0]
+            model.graph.initializer.append(tensor)
+            moved += 1
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return moved
+
+
 def parity_check(model: SimpleHand, onnx_path: Path, batches: tuple[int, ...] = (1, 3)) -> dict[str, float]:
     """Max abs difference ORT vs PyTorch per output over the given batch sizes."""
     from .ort import make_session, run
@@ -137,6 +159,7 @@ def export_onnx(
         if simplify:
             simplified = _try_simplify(model, tmp, graph, log)
             graph = onnx.load(str(tmp))
+        constants_to_initializers(graph)
         problems = graph_problems(graph, max_opset=17)
         if problems:
             raise VerificationError(f"exported graph {out.name}: " + "; ".join(problems))

@@ -1,0 +1,104 @@
+"""FP16 and INT8 (Q/DQ) artifacts: structure TensorRT requires, ONNX Runtime execution, drift, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from simplehand_deploy.cli import _run, deploy
+from simplehand_deploy.drift import measure_drift
+from simplehand_deploy.export import export_onnx
+from simplehand_deploy.model import create_model
+from simplehand_deploy.ort import make_session, run
+from simplehand_deploy.precision import convert_fp16, quantize_int8, sensitive_nodes
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory):
+    from simplehand_deploy.calibration import build_calibration_set
+
+    root = tmp_path_factory.mktemp("prec")
+    fp32 = export_onnx(create_model("tiny", seed=0), root / "m-fp32.onnx", progress=False)
+    calib = build_calibration_set(root / "cal", synthetic=True, num=8, seed=1, progress=False)
+    fp16 = convert_fp16(fp32, root / "m-fp16.onnx")
+    int8 = quantize_int8(fp32, calib, root / "m-int8.onnx", progress=False)
+    return {"fp32": fp32, "fp16": fp16, "int8": int8, "calib": calib, "root": root}
+
+
+def test_int8_qdq_is_what_tensorrt_accepts(arts):
+    model = onnx.load(arts["int8"])
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 17
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"}
+    values = {**inits, **consts}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 20
+    for n in qdq:
+        zp = values[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name  # symmetric: zero point int8 0
+        assert values[n.input[1]].dtype == np.float32  # FP32 scales
+    producers = {o: n for n in model.graph.node for o in n.output}
+    seen = set()
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        dq = producers.get(node.input[1])
+        assert dq is not None and dq.op_type == "DequantizeLinear", node.name  # weights quantised
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        scale = values[dq.input[1]]
+        assert scale.ndim == 1 and scale.size > 1  # per-channel
+        expected = 0 if node.op_type == "Conv" else 1
+        assert axis == expected, (node.name, axis)
+        seen.add(node.op_type)
+    assert seen == {"Conv", "ConvTranspose"}
+
+
+def test_sensitive_parts_stay_float(arts):
+    src = onnx.load(arts["fp32"])
+    marks = sensitive_nodes(src.graph)
+    assert marks["vertex_head"] and marks["grid_path"]
+    model = onnx.load(arts["int8"])
+    producers = {o: n for n in model.graph.node for o in n.output}
+    head = producers["vertices"]
+    while head.op_type not in ("MatMul", "Gemm"):
+        head = producers[head.input[0]]
+    assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in head.input)
+    fp16 = onnx.load(arts["fp16"])
+    assert {i.type.tensor_type.elem_type for i in [*fp16.graph.input, *fp16.graph.output]} == {onnx.TensorProto.FLOAT}
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
+    ln = [n for n in fp16.graph.node if n.op_type == "LayerNormalization"]
+    f16_inits = {t.name for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    assert ln and not any(i in f16_inits for n in ln for i in n.input)  # norms stay FP32
+
+
+def test_graphs_run_and_drift_is_small(arts):
+    x = np.load(arts["calib"] / "images.npy")
+    ref = run(make_session(arts["fp32"]), x)
+    for p, bound_mm in (("fp16", 0.5), ("int8", 25.0)):  # untrained seed weights: loose, but not noise
+        out = run(make_session(arts[p]), x)
+        drift = np.linalg.norm(out["vertices"] - ref["vertices"], axis=-1).mean() * 1000
+        assert 0 < drift < bound_mm, (p, drift)
+    df = measure_drift([arts["fp32"], arts["fp16"], arts["int8"]], arts["calib"], model=create_model("tiny", seed=0))
+    rows = {r["precision"]: r for r in df.iter_rows(named=True)}
+    assert rows["fp32"]["vertex_drift_mean_mm"] < 1e-3
+    assert rows["fp32"]["vertex_drift_mean_mm"] < rows["fp16"]["vertex_drift_mean_mm"] < rows["int8"][
+        "vertex_drift_mean_mm"]
+    assert rows["int8"]["pa_mpvpe_mm"] > 0 and rows["int8"]["num_samples"] == 8
+
+
+def test_int8_bad_inputs_leave_nothing(arts, tmp_path, capsys):
+    out = tmp_path / "q.onnx"
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(out),
+                         "--method", "kl", "--quiet"])
+    assert code == 2 and "kl" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(empty), "--out", str(out), "--quiet"])
+    assert code == 2 and "manifest" in capsys.readouterr().err
+    (arts["root"] / "corrupt.onnx").write_bytes(b"\x00" * 10)
+    code = _run(deploy, ["int8", "--onnx", str(arts["root"] / "corrupt.onnx"), "--calib", str(arts["calib"]),
+                         "--out", str(out), "--quiet"])
+    assert code == 2 and "corrupt.onnx" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".q.onnx*"))

@@ -50,5 +50,10 @@ regress: $(VENV)/.installed
 	$(VENV)/bin/simplehand-bench regress --current $(RESULTS) --baseline $(BASELINES) $(if $(DEVICE),--device $(DEVICE)) \
 		--latency-tol $(LATENCY_TOL) --drift-tol-mm $(DRIFT_TOL_MM) --junit runs/regress-junit.xml --markdown runs/regress-summary.md $(REGRESS_FLAGS)
 
+STEPS ?= 1000
+train: $(VENV)/.installed
+	$(VENV)/bin/simplehand-deploy train --config $(CONFIG) --out runs/train-$(CONFIG) --steps $(STEPS) \
+		$(if $(FREIHAND),--freihand $(FREIHAND),--synthetic)
+
 clean:
 	rm -rf $(VENV) engines/*.onnx engines/*.plan engines/*.json calibration/*/

@@ -183,6 +183,95 @@ def calib_set(
 # simplehand-deploy: training and evaluation (issue 4)
 # ============================================================================================
 
+@deploy.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, epoch_N.pt, log.csv, summary.json.")],
+    config: ConfigOpt = "fastvit_ma36",
+    freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder.")] = None,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Train on generated synthetic hands.")] = False,
+    synthetic_num: Annotated[int, typer.Option("--synthetic-num", help="Synthetic training samples.")] = 2048,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimiser steps (or use --epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the data (saves epoch_N.pt).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Per-process batch size.")] = 32,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt (bit-for-bit).")] = False,
+    lr: Annotated[float, typer.Option("--lr", help="Base learning rate (paper: 5e-4 at batch 256).")] = 5e-4,
+    mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl for the joint loss on FreiHAND.")] = None,
+    save_every: Annotated[int, typer.Option("--save-every", help="Also save last.pt every N steps.")] = 0,
+    stop_after: Annotated[int | None, typer.Option("--stop-after", help="Save and stop after N steps of this "
+                                                    "invocation (time-boxed jobs); continue with --resume.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Train SimpleHand (paper losses, AdamW, warm-up + step decay); runs unchanged under torchrun (DDP)."""
+    from .config import get_config
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    get_config(config)
+    if steps is None and epochs is None:
+        raise UsageError("give --steps N or --epochs E")
+    path = run_training(TrainConfig(
+        config=config, out=str(out), freihand=str(freihand) if freihand else None, synthetic=synthetic,
+        synthetic_num=synthetic_num, steps=steps, epochs=epochs, batch_size=batch_size, seed=seed, resume=resume,
+        lr=lr, mano=str(mano) if mano else None, save_every=save_every, stop_after=stop_after, progress=not quiet))
+    _say(f"saved {path}", quiet)
+
+
+@deploy.command("eval")
+def eval_cmd(
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = "fastvit_ma36",
+    freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder.")] = None,
+    synthetic: Annotated[bool, typer.Option("--synthetic", help="Evaluate on generated synthetic hands.")] = False,
+    synthetic_num: Annotated[int, typer.Option("--synthetic-num", help="Synthetic evaluation samples.")] = 64,
+    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "evaluation",
+    mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: enables joint metrics.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+) -> None:
+    """FreiHAND protocol: crop x1.25, root-relative, Procrustes-aligned PA-MPJPE/PA-MPVPE, AUC, F@5/F@15."""
+    import tempfile
+
+    from .data.freihand import FreiHAND
+    from .evaluate import evaluate_model
+
+    if (freihand is None) == (not synthetic):
+        raise UsageError("give exactly one data source: --freihand DIR or --synthetic")
+    model, _ = load_model_for_cli(checkpoint, config, quiet=json_out)
+    reg = None
+    with tempfile.TemporaryDirectory(prefix="simplehand-eval-") as tmp:
+        if synthetic:
+            from .data.synthetic import generate, regressor
+
+            root = generate(Path(tmp) / "synthetic", 1, seed=12345, eval_num=synthetic_num, progress=not json_out)
+            ds, reg = FreiHAND(root, "evaluation"), regressor()
+        else:
+            ds = FreiHAND(freihand, split)
+        if mano is not None:
+            from .joints import load_regressor
+
+            reg = load_regressor(mano)
+        metrics = evaluate_model(model, ds, reg, limit=limit, progress=not json_out)
+    if json_out:
+        import json
+
+        print(json.dumps(metrics))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"FreiHAND protocol ({metrics['num']} samples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in ("pa_mpjpe_mm", "pa_mpvpe_mm", "auc_joints", "auc_vertices", "f5", "f15"):
+        if k in metrics:
+            table.add_row(k, f"{metrics[k]:.4f}")
+    console = Console()
+    console.print(table)
+    for k, why in metrics["skipped"].items():
+        console.print(f"skipped {k}: {why}")
+
+
 # ============================================================================================
 # simplehand-deploy: export, precision, drift (issue 5)
 # ============================================================================================

@@ -76,4 +76,6 @@ def get_config(name: str) -> ModelConfig:
         return CONFIGS[name]
     except KeyError:
         known = ", ".join(sorted(CONFIGS))
-        raise ValueError(f"unknown config {name!r}; choose one of: {known}") from None
+        from .errors import UsageError
+
+        raise UsageError(f"unknown config {name!r}; choose one of: {known}") from None

@@ -75,7 +75,9 @@ def test_seeded_models_are_reproducible():
 
 
 def test_unknown_config_names_the_choices():
-    with pytest.raises(ValueError, match="fastvit_ma36"):
+    from simplehand_deploy.errors import UsageError
+
+    with pytest.raises(UsageError, match="fastvit_ma36"):
         get_config("resnet")
     assert set(CONFIGS) >= {"fastvit_ma36", "tiny"}
 

@@ -47,16 +47,13 @@ def _rot(axis: str, a: float) -> np.ndarray:
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
+    """A plausible camera-facing hand pose: palm or back toward the camera, tilted up to ~35 degrees,
+    at any in-plane angle (like hands held up to a camera, as in FreiHAND)."""
+    base = np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])  # fingers up in the image, back of hand to camera
+    if rng.random() < 0.5:
+        base = base @ _rot("y", np.pi)  # palm to camera
+    tilt = _rot("x", rng.uniform(-0.6, 0.6)) @ _rot("y", rng.uniform(-0.6, 0.6))
+    return _rot("z", rng.uniform(-np.pi, np.pi)) @ tilt @ base
 
 
 def pose_hand(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,95 @@
+"""Training: learning on synthetic hands, bit-for-bit resume, DDP (2 CPU processes), eval, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from simplehand_deploy.cli import _run, deploy
+from simplehand_deploy.train import TrainConfig, losses, lr_factor, param_groups, train
+
+
+def _cfg(out, **kw):
+    base = dict(config="tiny", out=str(out), synthetic=True, synthetic_num=32, batch_size=4, seed=3, lr=2e-3,
+                progress=False, log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_schedule_and_param_groups():
+    total = 200
+    assert lr_factor(0, total) == pytest.approx(1 / 5) and lr_factor(4, total) == 1.0
+    assert lr_factor(99, total) == 1.0 and lr_factor(100, total) == 0.1
+    from simplehand_deploy.model import create_model
+
+    groups = param_groups(create_model("tiny"), 1e-2)
+    assert groups[0]["weight_decay"] == 1e-2 and groups[1]["weight_decay"] == 0.0
+    assert all(p.ndim >= 1 for p in groups[1]["params"])
+
+
+def test_losses_respect_validity():
+    b = {"uv": torch.zeros(2, 21, 2), "uv_valid": torch.tensor([[1.0] * 21, [0.0] * 21]),
+         "vertices": torch.zeros(2, 778, 3), "xyz": torch.zeros(2, 21, 3), "xyz_valid": torch.tensor([1.0, 0.0]),
+         "has_vertices": torch.ones(2)}
+    out = losses(torch.ones(2, 21, 2), torch.ones(2, 778, 3), b, None)
+    assert out["uv"].item() == pytest.approx(1.0)  # sample 0: |1|+|1| = 2 per joint, x valid 1, mean over 2
+    assert out["vertices"].item() == pytest.approx(15.0)  # 3 per vertex x weight 10, half the batch valid
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    train(_cfg(tmp_path / "a", steps=4))
+    train(_cfg(tmp_path / "b", steps=4, stop_after=2))  # interrupted half-way (same run, same schedule)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["step"] == 2
+    train(_cfg(tmp_path / "b", steps=4, resume=True))
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    code = (
+        "from simplehand_deploy.train import TrainConfig, train\n"
+        f"train(TrainConfig(config='tiny', out={str(out)!r}, synthetic=True, synthetic_num=16, steps=2,"
+        " batch_size=2, progress=False))\n"
+    )
+    script = tmp_path / "run.py"
+    script.write_text(code)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29531", str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "last.pt").is_file()
+    assert sorted(p.name for p in out.glob("*.pt")) == ["last.pt"]
+    assert json.loads((out / "summary.json").read_text())["world_size"] == 2
+
+
+def test_eval_loads_official_format_file(parity_checkpoint, capsys):
+    code = _run(deploy, ["eval", "--checkpoint", str(parity_checkpoint), "--config", "fastvit_ma36", "--synthetic",
+                         "--synthetic-num", "2", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    metrics = json.loads(out.strip().splitlines()[-1])
+    assert metrics["num"] == 2 and metrics["pa_mpvpe_mm"] > 0 and metrics["pa_mpjpe_mm"] > 0
+    assert set(metrics) >= {"pa_mpjpe_mm", "pa_mpvpe_mm", "auc_joints", "auc_vertices", "f5", "f15"}
+
+
+def test_bad_input(tmp_path, capsys):
+    assert _run(deploy, ["train", "--config", "nope", "--synthetic", "--steps", "1", "--out", str(tmp_path)]) == 2
+    assert "unknown config" in capsys.readouterr().err
+    assert _run(deploy, ["train", "--config", "tiny", "--synthetic", "--synthetic-num", "0", "--steps", "1",
+                         "--out", str(tmp_path / "e"), "--quiet"]) == 2
+    assert "empty" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _run(deploy, ["train", "--config", "tiny", "--synthetic", "--steps", "1", "--out", str(blocker / "sub"),
+                         "--quiet"]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert _run(deploy, ["eval", "--config", "tiny", "--freihand", str(tmp_path / "missing")]) == 2

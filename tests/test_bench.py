@@ -1,0 +1,141 @@
+"""The harness: trtexec statistics, results schema round trip, the simplehand-bench CLI on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from simplehand_deploy.bench.latency import percentile, stats, trtexec_command
+from simplehand_deploy.bench.results import RESULT_COLUMNS, conform, read_results, validate, write_results
+from simplehand_deploy.cli import _run, bench
+from simplehand_deploy.errors import UsageError
+
+REQUIRED = ["runner", "precision", "batch_size", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms",
+            "latency_p95_ms", "latency_p99_ms", "latency_cov", "throughput_img_s", "device_name", "host",
+            "torch_version", "onnxruntime_version", "tensorrt_version", "cuda_version"]
+
+
+def test_trtexec_statistics():
+    t = np.arange(1, 101, dtype=float)  # 1..100 ms
+    s = stats(t[::-1])
+    assert s["latency_p50_ms"] == 50.5  # even N: mean of the two middle values
+    assert stats([3.0, 1.0, 2.0])["latency_p50_ms"] == 2.0
+    assert percentile(np.sort(t), 99) == 99.0 and percentile(np.sort(t), 90) == 90.0  # sorted[N-1-int(0.01N)]
+    assert s["latency_min_ms"] == 1 and s["latency_max_ms"] == 100 and s["latency_mean_ms"] == 50.5
+    assert s["latency_cov"] == pytest.approx(np.std(t) / 50.5)
+    assert stats([5.0] * 10)["latency_cov"] == 0.0
+
+
+def test_trtexec_command_is_version_aware():
+    assert "--useCudaGraph" in trtexec_command("e.plan", 8, "10.13.0.35")
+    assert "--noDataTransfers" in trtexec_command("e.plan", 8, "10.13.0.35")
+    v11 = trtexec_command("e.plan", 8, "11.1.0.106", cuda_graphs=False)
+    assert "--noCudaGraph" in v11 and "--useCudaGraph" not in v11 and "image:8x3x224x224" in v11
+
+
+def test_results_round_trip(tmp_path):
+    df = conform([{"runner": "torch_eager", "precision": "fp32", "batch_size": 2, "measurement": "latency",
+                   "status": "ok", "latency_p50_ms": 3.5, "device_name": "cpu x"}])
+    assert df.columns[: len(RESULT_COLUMNS)] == list(RESULT_COLUMNS)
+    assert df.schema["batch_size"] == pl.Int64 and df.schema["latency_p50_ms"] == pl.Float64
+    out = write_results(df, tmp_path / "run")
+    for name in ("results.parquet", "results.csv", "results.json", "results.md"):
+        again = read_results(out / name) if name != "results.md" else read_results(out)
+        assert again["latency_p50_ms"].to_list() == [3.5] and again["batch_size"].to_list() == [2]
+    with pytest.raises(UsageError, match="device_name"):
+        validate(pl.DataFrame({"runner": ["x"]}), "bad.csv")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    from simplehand_deploy.pipeline import run_engine_job
+
+    root = tmp_path_factory.mktemp("bench")
+    run_engine_job(config="tiny", calib_num=6, out=root / "engines", calib_dir=root / "calibration", quiet=True)
+    return root
+
+
+def test_latency_cli_on_cpu_writes_all_formats(artifacts, tmp_path, capsys):
+    onnx = artifacts / "engines" / "simplehand-tiny-seed0-fp32.onnx"
+    code = _run(bench, ["latency", "--config", "tiny", "--runners", "torch,onnxruntime", "--batch-sizes", "1,2",
+                        "--duration", "0.2", "--iterations", "3", "--warmup", "0.05", "--onnx", str(onnx),
+                        "--out", str(tmp_path / "res")])
+    printed = capsys.readouterr().out
+    assert code == 0 and "latency" in printed
+    for name in ("results.parquet", "results.csv", "results.json", "results.md", "env.json"):
+        assert (tmp_path / "res" / name).is_file(), name
+    df = read_results(tmp_path / "res")
+    assert set(REQUIRED) <= set(df.columns)
+    assert len(df) == 4 and set(df["status"]) == {"ok"}
+    assert set(df["runner"]) == {"torch_eager", "onnxruntime"} and sorted(set(df["batch_size"])) == [1, 2]
+    assert (df["latency_p99_ms"] >= df["latency_p50_ms"]).all() and (df["throughput_img_s"] > 0).all()
+    eager = df.filter(pl.col("runner") == "torch_eager")
+    assert eager["speedup_vs_eager"].to_list() == pytest.approx([1.0, 1.0])
+    png = (tmp_path / "res" / "latency_vs_batch.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_accuracy_cli_reports_drift_per_precision(artifacts, tmp_path, capsys):
+    eng = artifacts / "engines"
+    args = ["accuracy", "--config", "tiny", "--runners", "torch,onnxruntime", "--calib",
+            str(artifacts / "calibration" / "synthetic-6"), "--out", str(tmp_path / "acc"), "--json"]
+    for p in ("fp32", "fp16", "int8"):
+        args += ["--onnx", str(eng / f"simplehand-tiny-seed0-{p}.onnx")]
+    assert _run(bench, args) == 0
+    rows = {(r["runner"], r["precision"]): r for r in json.loads(capsys.readouterr().out)}
+    assert rows[("torch_eager", "fp32")]["vertex_drift_max_mm"] == 0
+    assert rows[("onnxruntime", "fp32")]["vertex_drift_mean_mm"] < 1e-3
+    assert 0 < rows[("onnxruntime", "fp16")]["vertex_drift_mean_mm"] < rows[("onnxruntime", "int8")][
+        "vertex_drift_mean_mm"]
+    assert rows[("onnxruntime", "int8")]["pa_mpvpe_mm"] > 0 and rows[("onnxruntime", "int8")]["num_samples"] == 6
+    png = (tmp_path / "acc" / "drift_per_precision.png").read_bytes()
+    assert png[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["--runners", "torch,tensorrtx"], "tensorrtx"), (["--batch-sizes", "1,0"], "positive"),
+     (["--onnx", "/nonexistent/x.onnx"], "x.onnx")],
+)
+def test_bad_input_exits_2(args, needle, capsys, tmp_path):
+    code = _run(bench, ["latency", "--config", "tiny", "--duration", "0.1", "--out", str(tmp_path / "o"), *args])
+    assert code == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_runner_failing_mid_sweep_is_a_status_row(artifacts, tmp_path, monkeypatch):
+    from simplehand_deploy.runners.onnxruntime import OrtRunner
+
+    calls = {"n": 0}
+    real = OrtRunner.launch
+
+    def flaky(self, batch):
+        calls["n"] += 1
+        if batch == 2:
+            raise RuntimeError("device lost")
+        return real(self, batch)
+
+    monkeypatch.setattr(OrtRunner, "launch", flaky)
+    onnx = artifacts / "engines" / "simplehand-tiny-seed0-fp32.onnx"
+    code = _run(bench, ["latency", "--config", "tiny", "--runners", "onnxruntime,tensorrt", "--batch-sizes", "1,2",
+                        "--duration", "0.05", "--iterations", "2", "--warmup", "0", "--onnx", str(onnx),
+                        "--out", str(tmp_path / "r"), "--quiet"])
+    assert code == 0
+    df = read_results(tmp_path / "r")
+    ort = {r["batch_size"]: r["status"] for r in df.filter(pl.col("runner") == "onnxruntime").iter_rows(named=True)}
+    assert ort[1] == "ok" and "device lost" in ort[2]
+    trt = df.filter(pl.col("runner") == "tensorrt")["status"].to_list()
+    assert trt and all(s.startswith("error") and "TensorRT" in s for s in trt)
+
+
+def test_env_json(capsys):
+    assert _run(bench, ["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["device_name"] and info["device_slug"] and info["toolkit_version"]
+    from simplehand_deploy._deps import tensorrt_or_none
+
+    trt = tensorrt_or_none()
+    assert info["tensorrt_version"] == ("" if trt is None else str(trt.__version__))

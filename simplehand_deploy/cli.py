@@ -315,13 +315,20 @@ def int8(
     method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
     quantizer: Annotated[str, typer.Option("--quantizer", help="ort (default) or modelopt.")] = "ort",
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Extra node names to keep float.")] = None,
+    max_drift_mm: Annotated[float | None, typer.Option("--max-drift-mm", help="Sensitivity repair: keep the most "
+                                                       "sensitive layer groups float until mean drift <= D mm.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Explicit INT8 Q/DQ graph calibrated on the crops (symmetric, per-channel weights, opset <= 17)."""
+    from .export import read_sidecar
     from .precision import quantize_int8
 
     path = quantize_int8(onnx, calib, out, method=method, quantizer=quantizer, exclude=exclude,
-                         progress=not quiet)
+                         max_drift_mm=max_drift_mm, progress=not quiet)
+    rep = read_sidecar(path)["int8"].get("sensitivity_repair")
+    if rep:
+        _say(f"sensitivity repair: drift {rep['drift_all_quantised_mm']:.3f} -> {rep['final_drift_mm']:.3f} mm "
+             f"(budget {rep['budget_mm']} mm), {len(rep['excluded_groups'])} layer group(s) kept float", quiet)
     _say(f"wrote {path}", quiet)
 
 

@@ -215,6 +215,7 @@ def quantize_int8(
     method: str = "minmax",
     exclude: Sequence[str] | None = None,
     quantizer: str = "ort",
+    max_drift_mm: float | None = None,
     batch_size: int = 8,
     progress: bool = True,
 ) -> Path:
@@ -240,6 +241,7 @@ def quantize_int8(
     marks = sensitive_nodes(graph.graph)
     excluded = sorted(marks["grid_path"] | marks["vertex_head"] | set(exclude or ()))
     out = Path(out)
+    repair: dict[str, Any] = {}
     with atomic_path(out) as tmp:
         named = tmp.with_suffix(".named.onnx")
         import onnx
@@ -247,6 +249,9 @@ def quantize_int8(
         onnx.save(graph, str(named))  # node names made unique by sensitive_nodes()
         try:
             _ort_quantize(named, tmp, cal.images, method, excluded, batch_size, progress)
+            if max_drift_mm is not None:
+                repair = _repair(named, tmp, cal.images, method, excluded, max_drift_mm, batch_size, progress)
+                excluded = repair["excluded_nodes"]
         finally:
             named.unlink(missing_ok=True)
         from .ort import make_session
@@ -255,11 +260,82 @@ def quantize_int8(
     meta = {**read_sidecar(src), "precision": "int8", "source_onnx": str(src), "source_sha256": sha256_file(src),
             "int8": {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
                      "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-                     "op_types": list(INT8_OPS), "excluded_nodes": excluded,
+                     "op_types": list(INT8_OPS), "excluded_nodes": excluded, "sensitivity_repair": repair or None,
                      "calibration": {"path": str(cal.path), "num": len(cal), "fingerprint": cal.fingerprint}},
             "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(sidecar_path(out), meta)
     return out
+
+
+def _drift_mm(ref: dict[str, np.ndarray], path: Path, images: np.ndarray) -> float:
+    from .ort import make_session, run
+
+    out = run(make_session(path), images)
+    return float(np.linalg.norm(out["vertices"] - ref["vertices"], axis=-1).mean() * 1000)
+
+
+def _median_ms(path: Path, image: np.ndarray, runs: int = 5) -> float:
+    from .ort import make_session
+
+    sess = make_session(path)
+    sess.run(None, {"image": image})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {"image": image})
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def _repair(src: Path, out: Path, images: np.ndarray, method: str, excluded: list[str], budget_mm: float,
+            batch: int, progress: bool, groups: int = 8) -> dict[str, Any]:
+    """Sensitivity repair: keep the most sensitive layer groups in float until mean drift <= budget_mm.
+
+    Groups are contiguous runs of quantisable nodes in graph order (names are unreliable after onnxsim).
+    Each group's sensitivity = drift when only that group is quantised; groups are then excluded,
+    most sensitive first, re-quantising the rest each time. Drift is measured against the FP32 graph
+    in ONNX Runtime (fake-quant for Q/DQ) on up to 16 calibration crops.
+    """
+    import onnx
+
+    from .ort import make_session, run
+
+    sample = images[:16]
+    ref = run(make_session(src), sample)
+    first = _drift_mm(ref, out, sample)
+    report: dict[str, Any] = {"budget_mm": budget_mm, "drift_all_quantised_mm": first, "excluded_groups": [],
+                              "cpu_ms_all_int8": _median_ms(out, sample[:1])}
+    if first <= budget_mm:
+        report.update(final_drift_mm=first, excluded_nodes=excluded)
+        return report
+    nodes = [n.name for n in onnx.load(str(src)).graph.node if n.op_type in INT8_OPS and n.name not in excluded]
+    chunks = [c.tolist() for c in np.array_split(np.array(nodes, dtype=object), min(groups, len(nodes))) if len(c)]
+    probe = out.with_suffix(".probe.onnx")
+    try:
+        sens = []
+        for k, chunk in enumerate(chunks):
+            others = [n for j, c in enumerate(chunks) if j != k for n in c]
+            _ort_quantize(src, probe, images, method, excluded + others, batch, False)
+            sens.append(_drift_mm(ref, probe, sample))
+        order = sorted(range(len(chunks)), key=lambda k: -sens[k])
+        report["group_sensitivity_mm"] = [{"group": k, "first": chunks[k][0], "nodes": len(chunks[k]),
+                                           "drift_mm": sens[k]} for k in range(len(chunks))]
+        keep_float = list(excluded)
+        drift = first
+        for k in order:
+            keep_float += chunks[k]
+            report["excluded_groups"].append(k)
+            _ort_quantize(src, out, images, method, keep_float, batch, progress)
+            drift = _drift_mm(ref, out, sample)
+            if drift <= budget_mm:
+                break
+        full_ms = _median_ms(src, sample[:1])
+        report.update(final_drift_mm=drift, excluded_nodes=keep_float, met=drift <= budget_mm,
+                      cpu_ms_fp32=full_ms, cpu_ms_repaired=_median_ms(out, sample[:1]),
+                      note="CPU latencies are fake-quant simulation figures, not TensorRT speed")
+    finally:
+        probe.unlink(missing_ok=True)
+    return report
 
 
 def _ort_quantize(src: Path, out: Path, images: np.ndarray, method: str, excluded: list[str], batch: int,

@@ -315,8 +315,9 @@ def int8(
     method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
     quantizer: Annotated[str, typer.Option("--quantizer", help="ort (default) or modelopt.")] = "ort",
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Extra node names to keep float.")] = None,
-    max_drift_mm: Annotated[float | None, typer.Option("--max-drift-mm", help="Sensitivity repair: keep the most "
-                                                       "sensitive layer groups float until mean drift <= D mm.")] = None,
+    max_drift_mm: Annotated[float | None, typer.Option(
+        "--max-drift-mm", help="Sensitivity repair: keep the most sensitive layer groups float until drift <= D mm."
+    )] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Explicit INT8 Q/DQ graph calibrated on the crops (symmetric, per-channel weights, opset <= 17)."""

@@ -313,7 +313,7 @@ def _repair(src: Path, out: Path, images: np.ndarray, method: str, excluded: lis
     probe = out.with_suffix(".probe.onnx")
     try:
         sens = []
-        for k, chunk in enumerate(chunks):
+        for k in range(len(chunks)):
             others = [n for j, c in enumerate(chunks) if j != k for n in c]
             _ort_quantize(src, probe, images, method, excluded + others, batch, False)
             sens.append(_drift_mm(ref, probe, sample))

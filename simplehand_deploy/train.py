@@ -62,7 +62,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def lr_factor(step: int, total: int) -> float:
-    warmup = max(1, int(round(total * 0.025)))
+    warmup = max(1, round(total * 0.025))
     if step < warmup:
         return (step + 1) / warmup
     return 1.0 if step < total // 2 else 0.1

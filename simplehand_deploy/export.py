@@ -64,7 +64,7 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
 def graph_problems(model: Any, max_opset: int = 17) -> list[str]:
     """Deployment hazards in a graph (empty list = fine)."""
     problems = []
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    opset = _opset(model)
     if opset > max_opset:
         problems.append(f"opset {opset} > {max_opset} (TensorRT parses GridSample 'linear' as nearest at >= 20)")
     for node in model.graph.node:
@@ -76,6 +76,36 @@ def graph_problems(model: Any, max_opset: int = 17) -> list[str]:
     if len(dims) != 4 or not isinstance(dims[0], str) or dims[1:] != [3, 224, 224]:
         problems.append(f"input shape {dims}, expected ['batch', 3, 224, 224]")
     return problems
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def downconvert_opset(model: Any, opset: int) -> Any:
+    """Bring a graph down to `opset` (the dynamo exporter emits 18 whatever it is asked for).
+
+    onnx's converter needs constant `axes` inputs (so it runs after onnxsim folded them) and leaves
+    opset-18's `noop_with_empty_axes` on the Reduce ops it rewrites, which opset 17 rejects for all
+    of them but ReduceSum; the default value (0) is what opset 17 does anyway, so it is dropped.
+    """
+    import onnx
+
+    try:
+        converted = onnx.version_converter.convert_version(model, opset)
+        for node in converted.graph.node:
+            if node.op_type.startswith("Reduce") and node.op_type != "ReduceSum":
+                keep = [a for a in node.attribute if not (a.name == "noop_with_empty_axes" and a.i == 0)]
+                del node.attribute[:]
+                node.attribute.extend(keep)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise VerificationError(
+            f"cannot down-convert the exported graph from opset {_opset(model)} to {opset} ({first}); "
+            "export with the legacy exporter (drop --dynamo) or keep onnxsim on"
+        ) from None
+    return converted
 
 
 def constants_to_initializers(model: Any) -> int:
@@ -160,7 +190,11 @@ def export_onnx(
             simplified = _try_simplify(model, tmp, graph, log)
             graph = onnx.load(str(tmp))
         constants_to_initializers(graph)
-        problems = graph_problems(graph, max_opset=17)
+        emitted = _opset(graph)
+        if emitted > opset:
+            graph = downconvert_opset(graph, opset)
+            log(f"export: down-converted the exporter's opset {emitted} to {opset}")
+        problems = graph_problems(graph, max_opset=opset)
         if problems:
             raise VerificationError(f"exported graph {out.name}: " + "; ".join(problems))
         figures = parity_check(model, tmp) if parity else {}
@@ -169,6 +203,7 @@ def export_onnx(
             if figures["vertices"] > PARITY_TOL or figures["uv"] > PARITY_TOL:
                 raise VerificationError(f"ONNX Runtime vs PyTorch differ by {figures} (> {PARITY_TOL}) for {out.name}")
         meta = _sidecar(model, info, opset, dynamo, simplified, figures, time.time() - t0, "fp32")
+        meta["exporter_opset"] = emitted
         for k, v in (("simplehand", json.dumps({k: meta[k] for k in ("config", "weights_sha256", "precision")})),
                      ("producer", f"simplehand-deploy {__version__}")):
             entry = graph.metadata_props.add()

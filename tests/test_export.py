@@ -86,3 +86,15 @@ def test_bad_inputs(tmp_path, capsys):
     assert code == 2 and "opset" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
     with pytest.raises(UsageError):
         artifact_name("tiny", "seed0", "fp8")
+
+
+def test_dynamo_export_is_brought_down_to_opset_17(tmp_path):
+    """The dynamo exporter emits opset 18 whatever it is asked; the artifact must still be opset 17, batch-dynamic."""
+    path = export_onnx(create_model("tiny", seed=0), tmp_path / "dyn.onnx", dynamo=True, progress=False)
+    model = onnx.load(path)
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+    assert graph_problems(model) == []
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["exporter"] == "dynamo" and side["exporter_opset"] >= 17 and side["parity_max_abs"]["vertices"] < 1e-4
+    out = run(make_session(path), np.zeros((2, 3, 224, 224), np.float32), batch_size=2)
+    assert out["vertices"].shape == (2, 778, 3)

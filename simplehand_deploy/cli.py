@@ -339,13 +339,16 @@ def drift(
     calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder.")],
     checkpoint: CheckpointOpt = None,
     config: ConfigOpt = "fastvit_ma36",
+    mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: PA-MPJPE on FreiHAND crops "
+                                              "(synthetic sets carry their own regressor).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
 ) -> None:
     """Drift of each graph (ONNX Runtime, CPU) vs PyTorch FP32 eager on the same crops: mm and px."""
     from .drift import measure_drift, render_table
+    from .joints import load_regressor
 
     model, _ = load_model_for_cli(checkpoint, config, quiet=json_out)
-    df = measure_drift(onnx, calib, model=model)
+    df = measure_drift(onnx, calib, model=model, regressor=load_regressor(mano) if mano else None)
     if json_out:
         import json
 

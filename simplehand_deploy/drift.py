@@ -41,8 +41,13 @@ def measure_drift(
     checkpoint: str | os.PathLike[str] | None = None,
     config: str = "fastvit_ma36",
     batch_size: int = 8,
+    regressor: np.ndarray | None = None,
 ) -> Any:
-    """One row per graph (polars): precision, drift vs eager FP32, PA-MPVPE vs labels when present."""
+    """One row per graph (polars): precision, drift vs eager FP32, PA-MPVPE / PA-MPJPE vs labels when present.
+
+    Joint metrics need joints = regressor @ vertices: synthetic sets bring their own regressor; for
+    FreiHAND crops pass the MANO-derived one (`joints.load_regressor`), else they are left out.
+    """
     import polars as pl
 
     from .metrics import evaluate
@@ -55,6 +60,10 @@ def measure_drift(
         from .checkpoint import load_checkpoint
 
         model, _ = load_checkpoint(checkpoint, config)
+    if regressor is None and str(cal.manifest.get("source", "")).startswith("synthetic"):
+        from .data.synthetic import regressor as synthetic_regressor
+
+        regressor = synthetic_regressor()
     ref = eager_reference(model, cal.images, batch_size)
     rows = []
     for path in onnx_paths:
@@ -64,6 +73,9 @@ def measure_drift(
         if cal.vertices is not None:
             row["pa_mpvpe_mm"] = evaluate(None, None, out["vertices"], cal.vertices)["pa_mpvpe_mm"]
             row["eager_pa_mpvpe_mm"] = evaluate(None, None, ref["vertices"], cal.vertices)["pa_mpvpe_mm"]
+        if cal.xyz is not None and regressor is not None:
+            row["pa_mpjpe_mm"] = evaluate(regressor @ out["vertices"], cal.xyz, None, None)["pa_mpjpe_mm"]
+            row["eager_pa_mpjpe_mm"] = evaluate(regressor @ ref["vertices"], cal.xyz, None, None)["pa_mpjpe_mm"]
         rows.append(row)
     return pl.DataFrame(rows)
 

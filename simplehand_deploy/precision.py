@@ -239,7 +239,7 @@ def quantize_int8(
     cal = load_calibration_set(calib)
     graph = load_onnx(src)
     marks = sensitive_nodes(graph.graph)
-    excluded = sorted(marks["grid_path"] | marks["vertex_head"] | set(exclude or ()))
+    excluded = sorted(marks["grid_path"] | marks["vertex_head"] | _resolve_exclude(graph.graph, exclude or ()))
     out = Path(out)
     repair: dict[str, Any] = {}
     with atomic_path(out) as tmp:
@@ -264,6 +264,29 @@ def quantize_int8(
                      "calibration": {"path": str(cal.path), "num": len(cal), "fingerprint": cal.fingerprint}},
             "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(sidecar_path(out), meta)
+    return out
+
+
+def _resolve_exclude(graph: Any, exclude: Sequence[str]) -> set[str]:
+    """Node names for --exclude entries: a node name, or an op type meaning all nodes of that type.
+
+    A name that matches nothing is an error rather than a silent no-op (onnxsim renames nodes, so a
+    name copied from another export may no longer exist).
+    """
+    names = {n.name for n in graph.node}
+    by_type: dict[str, set[str]] = {}
+    for n in graph.node:
+        by_type.setdefault(n.op_type, set()).add(n.name)
+    out: set[str] = set()
+    for e in exclude:
+        if e in names:
+            out.add(e)
+        elif e in by_type:
+            out |= by_type[e]
+        else:
+            quantisable = sorted(n.name for n in graph.node if n.op_type in INT8_OPS)[:3]
+            raise UsageError(f"--exclude {e!r}: no node or op type of that name in the graph "
+                             f"(node names look like {', '.join(quantisable)}; op types like MatMul work too)")
     return out
 
 

@@ -116,3 +116,22 @@ def test_sensitivity_repair_meets_budget(arts, tmp_path):
     ref = run(make_session(arts["fp32"]), x[:16])
     drift = np.linalg.norm(run(make_session(out), x[:16])["vertices"] - ref["vertices"], axis=-1).mean() * 1000
     assert drift == pytest.approx(rep["final_drift_mm"], rel=1e-4)
+
+
+def test_exclude_by_op_type_and_unknown_name(arts, tmp_path, capsys):
+    def dq_matmuls(path):
+        model = onnx.load(path)
+        producers = {o: n for n in model.graph.node for o in n.output}
+        mm = [n for n in model.graph.node if n.op_type == "MatMul"]
+        return sum(any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)
+                   for n in mm), model
+
+    assert dq_matmuls(arts["int8"])[0] > 0  # by default MatMuls are quantised ...
+    out = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "nomm.onnx", exclude=["MatMul"], progress=False)
+    count, model = dq_matmuls(out)
+    assert count == 0  # ... and --exclude MatMul keeps every one of them float
+    assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # convs still quantised
+    bad = tmp_path / "bad.onnx"
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(bad),
+                         "--exclude", "NoSuchNode", "--quiet"])
+    assert code == 2 and "NoSuchNode" in capsys.readouterr().err and not bad.exists()

@@ -30,6 +30,20 @@ from .fileio import atomic_path, sha256_file
 from .progress import track
 
 FILES = ("images.npy", "labels.npz")
+LABEL_SHAPES = {"uv": (21, 2), "xyz": (21, 3), "vertices": (778, 3)}
+
+
+def check_out_dir(out: Path, markers: tuple[str, ...], what: str) -> None:
+    """Refuse an `--out` that is a file or a folder of something else: the atomic swap replaces the
+    whole folder, so pointing it at e.g. a project folder would delete that folder's contents."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder; choose another path")
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and not set(markers) & set(entries):
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UsageError(f"--out {out}: not empty and not {what} (holds {shown}); choose a new folder or remove it")
 
 
 @dataclass
@@ -77,6 +91,13 @@ def build_calibration_set(
     """Crop `num` samples (stratified, seeded) from FreiHAND or a synthetic set and write them atomically."""
     if (freihand is None) == (not synthetic):
         raise UsageError("give exactly one source: --freihand DIR or --synthetic")
+    from .data.freihand import SPLITS
+
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    if not np.isfinite(scale_enlarge) or scale_enlarge <= 0:
+        raise UsageError(f"--scale-enlarge {scale_enlarge}: must be a positive number (1.25 = official evaluation)")
+    check_out_dir(Path(out), ("manifest.json", *FILES), "a calibration set")
     if synthetic:
         with tempfile.TemporaryDirectory(prefix="simplehand-synth-") as tmp:
             from .data.synthetic import generate
@@ -138,7 +159,8 @@ def load_calibration_set(path: str | os.PathLike[str], verify: bool = True) -> C
             raise UsageError(f"calibration set {p}: {name} does not match its manifest hash (modified? rebuild it)")
     try:
         images = np.load(p / "images.npy", allow_pickle=False)
-        labels = dict(np.load(p / "labels.npz", allow_pickle=False))
+        with np.load(p / "labels.npz", allow_pickle=False) as npz:
+            labels = dict(npz)
     except (ValueError, OSError) as exc:
         raise UsageError(f"calibration set {p}: unreadable arrays ({exc})") from None
     if images.ndim != 4 or images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.float32:
@@ -146,8 +168,9 @@ def load_calibration_set(path: str | os.PathLike[str], verify: bool = True) -> C
     if len(images) == 0:
         raise UsageError(f"calibration set {p}: empty (0 images)")
     for k, v in labels.items():
-        if len(v) != len(images):
-            raise UsageError(f"{p / 'labels.npz'}: {k} has {len(v)} rows but images.npy has {len(images)}")
+        want = (len(images), *LABEL_SHAPES.get(k, v.shape[1:]))
+        if v.shape != want:
+            raise UsageError(f"{p / 'labels.npz'}: {k} has shape {v.shape}, expected {want} (rebuild the set)")
     digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     return CalibrationSet(p, images, labels.get("uv"), labels.get("xyz"), labels.get("vertices"), manifest, digest)
 

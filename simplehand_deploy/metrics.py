@@ -14,6 +14,17 @@ AUC_MAX_M = 0.05
 AUC_STEPS = 100
 
 
+def _pair(pred: np.ndarray, gt: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both as float64 (B, N, 3) of the same shape; otherwise a one-line error instead of a gufunc traceback."""
+    from .errors import UsageError
+
+    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
+        raise UsageError(f"{what}: prediction shape {pred.shape} and ground-truth shape {gt.shape} "
+                         "must match as (B, N, 3) in metres")
+    return pred, gt
+
+
 def procrustes_align(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Align each pred[b] onto gt[b] with rotation + scale + translation; returns (B, N, 3)."""
     pred = np.asarray(pred, dtype=np.float64)
@@ -67,10 +78,12 @@ def evaluate(
     pa_mpvpe_mm, auc_vertices, f5, f15 (when vertices are given)."""
     out: dict[str, float] = {}
     if pred_joints is not None and gt_joints is not None:
+        pred_joints, gt_joints = _pair(pred_joints, gt_joints, "joints")
         err = per_sample_errors(pred_joints, gt_joints)
         out["pa_mpjpe_mm"] = float(err.mean() * 1000)
         out["auc_joints"] = auc(err)
     if pred_vertices is not None and gt_vertices is not None:
+        pred_vertices, gt_vertices = _pair(pred_vertices, gt_vertices, "vertices")
         err = per_sample_errors(pred_vertices, gt_vertices)
         out["pa_mpvpe_mm"] = float(err.mean() * 1000)
         out["auc_vertices"] = auc(err)

@@ -26,6 +26,18 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not valid JSON (not UTF-8 text; is it the right file?)") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _load_list(path: Path) -> list:
+    """A per-annotation JSON file: must be a list (one entry per annotation), else indexing it misleads."""
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise UsageError(f"{path}: expected a JSON list with one entry per annotation, got {type(data).__name__}")
+    return data
 
 
 def _array(value: Any, shape: tuple[int, ...], source: str, index: int, field: str) -> np.ndarray:
@@ -51,6 +63,8 @@ class FreiHAND:
     uv (21,2) pixels|None, index).
     """
 
+    _K: list | None  # per-annotation intrinsics (v2 layout); None for the per-image layout
+
     def __init__(self, root: str | os.PathLike[str], split: str = "training") -> None:
         self.root = Path(root)
         self.split = split
@@ -74,7 +88,7 @@ class FreiHAND:
         k_path = self.root / f"{self.split}_K.json"
         if not k_path.is_file():
             raise UsageError(f"FreiHAND folder {self.root}: missing {k_path.name}")
-        self._K = _load_json(k_path)
+        self._K = _load_list(k_path)
         self._xyz = self._optional(f"{self.split}_xyz.json")
         self._verts = self._optional(f"{self.split}_verts.json")
         self._uv = None
@@ -94,7 +108,7 @@ class FreiHAND:
             if self.split == "training" and name.endswith("_xyz.json"):
                 raise UsageError(f"FreiHAND folder {self.root}: missing {name} (required for training)")
             return None
-        return _load_json(path)
+        return _load_list(path)
 
     def _init_per_image(self) -> None:
         listing = _load_json(self.root)
@@ -132,6 +146,8 @@ class FreiHAND:
             raise UsageError(f"{ann_path}: missing annotation for image {img.name}")
         ann = _load_json(ann_path)
         src = str(ann_path)
+        if not isinstance(ann, dict):
+            raise UsageError(f"{ann_path}: expected a JSON object with K, xyz, uv, vertices; got {type(ann).__name__}")
         K = _array(ann.get("K"), (3, 3), src, i, "K")
         xyz = _array(ann["xyz"], (21, 3), src, i, "xyz") if "xyz" in ann else None
         verts = _array(ann["vertices"], (778, 3), src, i, "vertices") if "vertices" in ann else None
@@ -144,6 +160,8 @@ class FreiHAND:
         if not 0 <= i < len(self):
             raise IndexError(i)
         sample = self.annotation(i)
+        if not self.images[i].is_file():
+            raise UsageError(f"{self.images[i]}: missing image (listed as sample {i} of {self.root})")
         image = cv2.imread(str(self.images[i]), cv2.IMREAD_COLOR)  # BGR, as the official code trained on
         if image is None:
             raise UsageError(f"{self.images[i]}: cannot decode image")

@@ -253,6 +253,9 @@ def generate(
     if num < 1:
         raise UsageError(f"--num must be >= 1 (got {num})")
     out = Path(out_dir)
+    from ..calibration import check_out_dir
+
+    check_out_dir(out, ("training_K.json", "training"), "a synthetic FreiHAND set")
     with atomic_path(out, is_dir=True) as tmp:
         for split, count, sub in (("training", num, 0), ("evaluation", eval_num, 1)):
             if count <= 0:

@@ -478,6 +478,8 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
 
     names = sweep.parse_runners(runners)
     batches = sweep.parse_batches(batch_sizes, bool(gpu_info()))
+    if iterations < 1 or duration < 0 or warmup < 0:
+        raise UsageError("--iterations must be >= 1 and --duration/--warmup >= 0")
     model, info = load_model_for_cli(checkpoint, config, quiet=quiet or json_out)
     found_onnx, found_plans = sweep.find_artifacts(engines_dir, info.config, info.short)
     specs = sweep.build_specs(names, model=model, info=info, onnx=onnx or found_onnx, plans=engines or found_plans,
@@ -498,6 +500,7 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
                                          progress=not (quiet or json_out)))
     df = pl.concat(frames, how="vertical_relaxed")
     path = sweep.finish(df, out, env)
+    failed_all = bool(len(df)) and not (df["status"] == "ok").any()
     if json_out:
         import json
 
@@ -512,6 +515,8 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
             console.print("[dim]note: ONNX Runtime FP16/INT8 on CPU simulate TensorRT precision for accuracy; their "
                           "CPU latency is not what FP16/INT8 buys on a GPU.[/]")
         console.print(f"results: {path}")
+    if failed_all:
+        raise VerificationError(f"no runner produced a result (see the status column in {path})")
 
 
 @bench.command()

@@ -64,14 +64,12 @@ def jetson_info() -> dict[str, str]:
     model = ""
     with contextlib.suppress(OSError):
         model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    if not model and jetson_l4t_release() is None:
+    if "jetson" not in model.lower() and jetson_l4t_release() is None:
         return {}
     power = _run(["nvpmodel", "-q"])
     mode = re.search(r"NV Power Mode:\s*(\S+)", power)
-    clocks = _run(["jetson_clocks", "--show"])
     return {"jetson_model": model, "l4t_release": jetson_l4t_release() or "",
-            "jetson_power_mode": mode.group(1) if mode else power.splitlines()[0] if power else "",
-            "jetson_clocks": "max" if "MaxFreq" in clocks and clocks else ""}
+            "jetson_power_mode": mode.group(1) if mode else power.splitlines()[0] if power else ""}
 
 
 def slug(text: str) -> str:

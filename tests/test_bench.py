@@ -23,7 +23,9 @@ def test_trtexec_statistics():
     s = stats(t[::-1])
     assert s["latency_p50_ms"] == 50.5  # even N: mean of the two middle values
     assert stats([3.0, 1.0, 2.0])["latency_p50_ms"] == 2.0
-    assert percentile(np.sort(t), 99) == 99.0 and percentile(np.sort(t), 90) == 90.0  # sorted[N-1-int(0.01N)]
+    # trtexec computes int((1 - p/100) * N) in float32: p90 of 100 -> sorted[89]; p99 -> 0.99999905 -> 0 -> max
+    assert percentile(np.sort(t), 90) == 90.0 and percentile(np.sort(t), 99) == 100.0
+    assert percentile(np.sort(np.arange(1, 1001.0)), 99) == 991.0
     assert s["latency_min_ms"] == 1 and s["latency_max_ms"] == 100 and s["latency_mean_ms"] == 50.5
     assert s["latency_cov"] == pytest.approx(np.std(t) / 50.5)
     assert stats([5.0] * 10)["latency_cov"] == 0.0
@@ -86,7 +88,7 @@ def test_accuracy_cli_reports_drift_per_precision(artifacts, tmp_path, capsys):
         args += ["--onnx", str(eng / f"simplehand-tiny-seed0-{p}.onnx")]
     assert _run(bench, args) == 0
     rows = {(r["runner"], r["precision"]): r for r in json.loads(capsys.readouterr().out)}
-    assert rows[("torch_eager", "fp32")]["vertex_drift_max_mm"] == 0
+    assert rows[("torch_eager", "fp32")]["vertex_drift_max_mm"] < 0.05  # 0 on CPU; CUDA vs CPU reference on GPU
     assert rows[("onnxruntime", "fp32")]["vertex_drift_mean_mm"] < 1e-3
     assert 0 < rows[("onnxruntime", "fp16")]["vertex_drift_mean_mm"] < rows[("onnxruntime", "int8")][
         "vertex_drift_mean_mm"]
@@ -139,3 +141,18 @@ def test_env_json(capsys):
 
     trt = tensorrt_or_none()
     assert info["tensorrt_version"] == ("" if trt is None else str(trt.__version__))
+
+
+def test_out_folder_content_is_never_deleted(tmp_path):
+    keep = tmp_path / "precious.txt"
+    keep.write_text("mine")
+    df = conform([{"runner": "torch_eager", "precision": "fp32", "batch_size": 1, "measurement": "latency",
+                   "status": "ok", "device_name": "cpu"}])
+    write_results(df, tmp_path)
+    write_results(df, tmp_path)
+    assert keep.read_text() == "mine" and (tmp_path / "results.parquet").is_file()
+
+
+def test_bad_timing_options_exit_2(capsys):
+    assert _run(bench, ["latency", "--config", "tiny", "--iterations", "0", "--duration", "0"]) == 2
+    assert "--iterations" in capsys.readouterr().err

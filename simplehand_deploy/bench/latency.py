@@ -18,9 +18,10 @@ COV_WARN = 0.025
 
 
 def percentile(sorted_ms: np.ndarray, p: float) -> float:
-    """trtexec's percentile; the epsilon keeps (1 - 0.9) * 100 at 10 as in trtexec, not 9.999... -> 9."""
+    """trtexec's percentile, evaluated in float32 as trtexec does (so p99 of 100 samples is the max)."""
     n = len(sorted_ms)
-    return float(sorted_ms[max(n - 1 - int((1 - p / 100) * n + 1e-9), 0)])
+    exclude = int((np.float32(1) - np.float32(p) / np.float32(100)) * np.float32(n))
+    return float(sorted_ms[max(n - 1 - exclude, 0)])
 
 
 def stats(times_ms: Any) -> dict[str, float]:

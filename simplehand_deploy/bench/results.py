@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,24 +66,33 @@ def to_markdown(df: pl.DataFrame, columns: list[str] | None = None) -> str:
     def fmt(v: Any) -> str:
         return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    return head + "".join("| " + " | ".join(fmt(r[c]) for c in cols) + " |\n" for r in df.iter_rows(named=True))
+    def cell(v: Any) -> str:
+        return fmt(v).replace("|", "\\|")
+
+    return head + "".join("| " + " | ".join(cell(r[c]) for c in cols) + " |\n" for r in df.iter_rows(named=True))
 
 
 def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[str, Any] | None = None) -> Path:
-    """Write results.{parquet,csv,json,md} (+ env.json) into `out_dir` atomically (folder-level)."""
+    """Write results.{parquet,csv,json,md} (+ env.json) into `out_dir`, each file atomically.
+
+    Only our own file names are ever written or replaced: pointing --out at a folder with other content
+    (the repo root, a folder of earlier runs) never deletes anything.
+    """
     df = conform(df)
     out = Path(out_dir)
-    keep = [p for p in out.glob("*.png")] if out.is_dir() else []
-    with atomic_path(out, is_dir=True) as tmp:
-        df.write_parquet(tmp / "results.parquet")
-        df.write_csv(tmp / "results.csv")
-        (tmp / "results.json").write_text(json.dumps(df.to_dicts(), indent=1, default=str) + "\n")
-        title = f"# simplehand-bench results: {df['device_name'][0] if len(df) else ''}\n\n"
-        (tmp / "results.md").write_text(title + to_markdown(df))
-        if env is not None:
-            (tmp / "env.json").write_text(json.dumps(env, indent=2, default=str) + "\n")
-        for png in keep:
-            shutil.copy2(png, tmp / png.name)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"# simplehand-bench results: {df['device_name'][0] if len(df) else ''}\n\n"
+    writers = {
+        "results.parquet": lambda p: df.write_parquet(p),
+        "results.csv": lambda p: df.write_csv(p),
+        "results.json": lambda p: p.write_text(json.dumps(df.to_dicts(), indent=1, default=str) + "\n"),
+        "results.md": lambda p: p.write_text(title + to_markdown(df)),
+    }
+    if env is not None:
+        writers["env.json"] = lambda p: p.write_text(json.dumps(env, indent=2, default=str) + "\n")
+    for name, write in writers.items():
+        with atomic_path(out / name) as tmp:
+            write(tmp)
     return out
 
 

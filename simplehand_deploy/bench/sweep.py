@@ -148,8 +148,8 @@ def latency_sweep(specs: Sequence[Spec], batches: Sequence[int], *, duration: fl
             if key not in built:
                 built[key] = spec.make()
             runner = built[key]
-            rows.append({**_row(spec, runner, batch, "latency", "ok", common),
-                         **measure(runner, batch, duration=duration, iterations=iterations, warmup=warmup)})
+            timing = measure(runner, batch, duration=duration, iterations=iterations, warmup=warmup)
+            rows.append({**_row(spec, runner, batch, "latency", "ok", common), **timing})  # describe() after prepare
         except Exception as exc:  # a runner failing mid-sweep becomes a status row
             if key not in built:
                 failed[key] = _error(exc)
@@ -177,6 +177,10 @@ def accuracy_run(specs: Sequence[Spec], *, model: Any, calib: Path, common: dict
     from .accuracy import accuracy_row, infer_all
 
     cal = load_calibration_set(calib)
+    if regressor is None and str(cal.manifest.get("source", "")).startswith("synthetic"):
+        from ..data.synthetic import regressor as synthetic_regressor
+
+        regressor = synthetic_regressor()
     ref = eager_reference(model, cal.images)
     labels = {"uv": cal.uv, "xyz": cal.xyz, "vertices": cal.vertices}
     rows = []

@@ -21,7 +21,9 @@ class TorchRunner:
         self.precision = precision
         self.artifact = ""
         self.fused = bool(getattr(model, "is_fused", False))
-        self.model = model.to(self.device).eval()
+        import copy
+
+        self.model = copy.deepcopy(model).to(self.device).eval()  # never move the caller's model
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -200,6 +200,8 @@ def train(
     save_every: Annotated[int, typer.Option("--save-every", help="Also save last.pt every N steps.")] = 0,
     stop_after: Annotated[int | None, typer.Option("--stop-after", help="Save and stop after N steps of this "
                                                     "invocation (time-boxed jobs); continue with --resume.")] = None,
+    rotation: Annotated[float, typer.Option("--rotation", help="In-plane augmentation range in radians "
+                                              "(official: pi, the full circle).")] = 3.141592653589793,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train SimpleHand (paper losses, AdamW, warm-up + step decay); runs unchanged under torchrun (DDP)."""
@@ -213,7 +215,8 @@ def train(
     path = run_training(TrainConfig(
         config=config, out=str(out), freihand=str(freihand) if freihand else None, synthetic=synthetic,
         synthetic_num=synthetic_num, steps=steps, epochs=epochs, batch_size=batch_size, seed=seed, resume=resume,
-        lr=lr, mano=str(mano) if mano else None, save_every=save_every, stop_after=stop_after, progress=not quiet))
+        lr=lr, mano=str(mano) if mano else None, save_every=save_every, stop_after=stop_after, rotation=rotation,
+        progress=not quiet))
     _say(f"saved {path}", quiet)
 
 

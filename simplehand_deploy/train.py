@@ -48,6 +48,7 @@ class TrainConfig:
     mano: str | None = None
     save_every: int = 0  # steps; 0 = only at the end (and at epoch ends with --epochs)
     stop_after: int | None = None  # save and stop after this many steps of this invocation (resume later)
+    rotation: float = float(np.pi)  # in-plane augmentation range (radians); the official recipe is the full circle
     log_every: int = 10
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +147,7 @@ def train(cfg: TrainConfig) -> Path:
     dataset, reg = _dataset(cfg, out, rank)
     if len(dataset) == 0:
         raise UsageError("the training dataset is empty")
-    crops = TrainCrops(dataset, cfg.seed)
+    crops = TrainCrops(dataset, cfg.seed, cfg.rotation)
     per_epoch = max(1, len(dataset) // (cfg.batch_size * world))
     total = cfg.steps if cfg.steps is not None else (cfg.epochs or 1) * per_epoch
     if total < 1:

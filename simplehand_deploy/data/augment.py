@@ -20,14 +20,14 @@ from ..config import IMAGE_SIZE
 from .crop import crop_labels, crop_sample, keypoint_box, perspective_crop
 
 
-def augment_sample(sample: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One augmented training crop with labels and validity masks."""
+def augment_sample(sample: dict[str, Any], rng: np.random.Generator, rotation: float = np.pi) -> dict[str, np.ndarray]:
+    """One augmented training crop with labels and validity masks; in-plane angle in [-rotation, rotation]."""
     image = sample["image"]
     h, w = image.shape[:2]
     center, size = keypoint_box(sample["uv"], (w, h), 1.0)
     center = np.clip(center + rng.uniform(-1, 1, 2) * 0.1 * size, 0, [w - 1, h - 1])
     size = size * rng.uniform(1.0, 1.5)
-    angle = rng.uniform(-np.pi, np.pi)
+    angle = rng.uniform(-rotation, rotation)
     crop = perspective_crop(image, sample["K"], center, size, angle)
     lab = crop_labels(crop, sample["uv"], sample["xyz"], sample.get("vertices"))
     img = crop.image
@@ -67,13 +67,14 @@ def eval_sample(sample: dict[str, Any], scale_enlarge: float = 1.25) -> dict[str
 class TrainCrops:
     """Map-style dataset: (index, epoch-free seed) -> augmented crop; a torch DataLoader can wrap it."""
 
-    def __init__(self, dataset: Any, seed: int = 0) -> None:
+    def __init__(self, dataset: Any, seed: int = 0, rotation: float = np.pi) -> None:
         self.dataset = dataset
         self.seed = seed
+        self.rotation = rotation
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def item(self, index: int, draw: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, index, draw])
-        return augment_sample(self.dataset[index], rng)
+        return augment_sample(self.dataset[index], rng, self.rotation)

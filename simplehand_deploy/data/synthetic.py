@@ -48,12 +48,12 @@ def _rot(axis: str, a: float) -> np.ndarray:
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A plausible camera-facing hand pose: palm or back toward the camera, tilted up to ~35 degrees,
-    at any in-plane angle (like hands held up to a camera, as in FreiHAND)."""
+    fingers up to 45 degrees off vertical (like hands held up to a camera, as in FreiHAND)."""
     base = np.array([[1.0, 0, 0], [0, -1, 0], [0, 0, -1]])  # fingers up in the image, back of hand to camera
     if rng.random() < 0.5:
         base = base @ _rot("y", np.pi)  # palm to camera
     tilt = _rot("x", rng.uniform(-0.6, 0.6)) @ _rot("y", rng.uniform(-0.6, 0.6))
-    return _rot("z", rng.uniform(-np.pi, np.pi)) @ tilt @ base
+    return _rot("z", rng.uniform(-np.pi / 4, np.pi / 4)) @ tilt @ base
 
 
 def pose_hand(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

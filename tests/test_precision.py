@@ -141,3 +141,17 @@ def test_exclude_by_op_type_and_unknown_name(arts, tmp_path, capsys):
     code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(bad),
                          "--exclude", "NoSuchNode", "--quiet"])
     assert code == 2 and "NoSuchNode" in capsys.readouterr().err and not bad.exists()
+
+
+def test_entropy_is_not_minmax(arts, tmp_path):
+    """ORT's entropy calibrator degenerates to MinMax unless given a real histogram (see _entropy_bins)."""
+    def scales(path):
+        model = onnx.load(path)
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return np.array([float(inits[n.input[1]]) for n in model.graph.node
+                         if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1])
+
+    ent = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "e.onnx", method="entropy", progress=False)
+    mm, es = scales(arts["int8"]), scales(ent)
+    assert mm.shape == es.shape and (es < mm - 1e-9).sum() > len(mm) // 4  # entropy clips: many smaller scales
+    assert (es <= mm * (1 + 1e-6)).all()  # and never widens the range

@@ -24,21 +24,21 @@ def evaluate_model(model: Any, dataset: Any, regressor: np.ndarray | None = None
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise UsageError("the evaluation dataset is empty")
+    if hasattr(dataset, "annotation"):  # check labels before decoding a single image (no partial work)
+        for i in range(n):
+            ann = dataset.annotation(i)
+            if ann["xyz"] is None or ann["vertices"] is None:
+                raise UsageError(f"sample {i}: no 3-D labels (xyz and verts); the official protocol needs both")
     model = model.eval()
     device = next(model.parameters()).device
     preds, gts_v, gts_j = [], [], []
-    has_labels = True
     for start in track(range(0, n, batch_size), "evaluating", progress):
         items = [eval_sample(dataset[i]) for i in range(start, min(n, start + batch_size))]
-        for i in range(start, min(n, start + batch_size)):
-            has_labels &= dataset.annotation(i)["vertices"] is not None if hasattr(dataset, "annotation") else True
         x = torch.from_numpy(np.stack([it["image"] for it in items])).to(device)
         _, v = model(x)
         preds.append(v.float().cpu().numpy())
         gts_v.append(np.stack([it["vertices"] for it in items]))
         gts_j.append(np.stack([it["xyz"] for it in items]))
-    if not has_labels:
-        raise UsageError("this split has no 3-D labels (xyz/verts); evaluation needs them")
     pred_v, gt_v, gt_j = np.concatenate(preds), np.concatenate(gts_v), np.concatenate(gts_j)
     pred_v = pred_v - (regressor @ pred_v)[:, 9:10] if regressor is not None else pred_v
     skipped = {}

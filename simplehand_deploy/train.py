@@ -55,7 +55,8 @@ class TrainConfig:
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if ("bn" in name or "bias" in name) else decay).append(p)
@@ -109,6 +110,7 @@ def _dataset(cfg: TrainConfig, out: Path, rank: int) -> tuple[Any, np.ndarray | 
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         return FreiHAND(root, "training"), regressor()
+    assert cfg.freihand is not None
     ds = FreiHAND(cfg.freihand, "training")
     if cfg.mano:
         from .joints import load_regressor
@@ -155,7 +157,9 @@ def train(cfg: TrainConfig) -> Path:
 
     torch.manual_seed(cfg.seed + rank)
     model = create_model(cfg.config, seed=cfg.seed).to(device).train()
-    for p in model.backbone.get_classifier().parameters():  # kept for the official key layout, never run
+    backbone: Any = model.backbone
+    head = backbone.get_classifier()
+    for p in head.parameters():  # kept for the official key layout, never run
         p.requires_grad_(False)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total))
@@ -175,7 +179,7 @@ def train(cfg: TrainConfig) -> Path:
         start = int(state["step"])
         if start >= total:
             print(f"note: {last} is already at step {start} >= {total}", file=sys.stderr)
-    net = model
+    net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0] if device == "cuda" else None)
     reg_t = torch.from_numpy(reg).to(device) if reg is not None else None
@@ -199,7 +203,7 @@ def train(cfg: TrainConfig) -> Path:
         nonlocal interrupted
         interrupted = True
 
-    old = signal.signal(signal.SIGINT, _stop) if rank == 0 and hasattr(signal, "SIGINT") else None
+    old = signal.signal(signal.SIGINT, _stop)  # every rank: torchrun forwards Ctrl-C to all of them
     from .progress import track
 
     step = start
@@ -218,19 +222,22 @@ def train(cfg: TrainConfig) -> Path:
             scaler.update()
             sched.step()
             if rank == 0 and (step % cfg.log_every == 0 or step == total - 1):
-                _log(log_path, step, parts, sched.get_last_lr()[0])
+                _log(log_path, step, parts, float(sched.get_last_lr()[0]))
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 save(step + 1)
             if cfg.epochs and (step + 1) % per_epoch == 0:
                 save(step + 1, f"epoch_{(step + 1) // per_epoch}.pt")
+            if world > 1:  # ranks must leave the loop on the same step, or the next all-reduce hangs
+                flag = torch.tensor([float(interrupted)], device=device)
+                torch.distributed.all_reduce(flag)
+                interrupted = bool(flag.item() > 0)
             if interrupted or (cfg.stop_after is not None and step + 1 - start >= cfg.stop_after):
                 step += 1
                 break
         else:
             step = total
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        signal.signal(signal.SIGINT, old)
     save(step)
     if rank == 0:
         (out / "summary.json").write_text(json.dumps({"steps": step, "total": total, "world_size": world,

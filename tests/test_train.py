@@ -107,3 +107,36 @@ def test_bad_input(tmp_path, capsys):
                          "--quiet"]) == 2
     assert "not writable" in capsys.readouterr().err
     assert _run(deploy, ["eval", "--config", "tiny", "--freihand", str(tmp_path / "missing")]) == 2
+
+
+def test_epochs_write_epoch_checkpoints_and_metrics(tmp_path):
+    train(_cfg(tmp_path / "e", synthetic_num=8, epochs=2))  # 8 samples / batch 4 = 2 steps per epoch
+    out = tmp_path / "e"
+    assert sorted(p.name for p in out.glob("*.pt")) == ["epoch_1.pt", "epoch_2.pt", "last.pt"]
+    assert torch.load(out / "epoch_1.pt", weights_only=False)["step"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == summary["total"] == 4
+    assert len((out / "log.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "int"
+    script = tmp_path / "run.py"
+    script.write_text(
+        "from simplehand_deploy.train import TrainConfig, train\n"
+        f"train(TrainConfig(config='tiny', out={str(out)!r}, synthetic=True, synthetic_num=8, steps=100000,"
+        " batch_size=2, log_every=1, progress=False))\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 300
+    while not (out / "log.csv").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    step = torch.load(out / "last.pt", weights_only=False)["step"]
+    assert 1 <= step < 100000

@@ -44,7 +44,7 @@ def augment_sample(sample: dict[str, Any], rng: np.random.Generator, rotation: f
     alpha = 1 + rng.uniform(-0.2, 0.2)
     beta = rng.uniform(-0.4, 0.1) * 255
     img = np.clip(img * alpha + beta, 0, 255).astype(np.float32)
-    in_crop = ((uv > 0) & (uv < 1)).all(axis=1)
+    in_crop: np.ndarray = np.asarray(((uv > 0) & (uv < 1)).all(axis=1))
     return {
         "image": np.ascontiguousarray(img),
         "uv": uv,

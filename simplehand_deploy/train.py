@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import sys
@@ -204,12 +203,10 @@ def train(cfg: TrainConfig) -> Path:
         interrupted = True
 
     old = signal.signal(signal.SIGINT, _stop)  # every rank: torchrun forwards Ctrl-C to all of them
-    from .progress import track
-
+    bar = _LossBar(f"train {cfg.config}", total - start, cfg.progress and rank == 0)
     step = start
     try:
-        for step in track(range(start, total), f"train {cfg.config}", cfg.progress and rank == 0,
-                          total=total - start):
+        for step in bar.iterate(range(start, total)):
             batch = _batch(crops, step, rank, cfg.batch_size, cfg.seed, device)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device == "cuda"):
                 uv, vertices = net(batch["image"])
@@ -222,7 +219,7 @@ def train(cfg: TrainConfig) -> Path:
             scaler.update()
             sched.step()
             if rank == 0 and (step % cfg.log_every == 0 or step == total - 1):
-                _log(log_path, step, parts, float(sched.get_last_lr()[0]))
+                bar.loss = _log(log_path, step, parts, float(sched.get_last_lr()[0]))
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 save(step + 1)
             if cfg.epochs and (step + 1) % per_epoch == 0:
@@ -237,11 +234,15 @@ def train(cfg: TrainConfig) -> Path:
         else:
             step = total
     finally:
+        bar.close()
         signal.signal(signal.SIGINT, old)
     save(step)
     if rank == 0:
-        (out / "summary.json").write_text(json.dumps({"steps": step, "total": total, "world_size": world,
-                                                      "config": asdict(cfg)}, indent=2, default=str))
+        from .fileio import write_json_atomic
+
+        write_json_atomic(out / "summary.json", {"steps": step, "total": total, "world_size": world,
+                                                 "interrupted": interrupted, "last_logged_loss_total": bar.loss,
+                                                 "config": asdict(cfg)})
     if interrupted:
         print(f"interrupted: saved {last} at step {step}; continue with --resume", file=sys.stderr)
     if world > 1:
@@ -249,7 +250,35 @@ def train(cfg: TrainConfig) -> Path:
     return last
 
 
-def _log(path: Path, step: int, parts: dict[str, torch.Tensor], lr: float) -> None:
+class _LossBar:
+    """A rich bar (steps, latest logged loss, ETA) on stderr; silent when disabled (quiet, or not rank 0)."""
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        self.loss: float | None = None
+        self._progress: Any = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                                      transient=True, console=Console(stderr=True))
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=total, loss="-")
+
+    def iterate(self, steps: range) -> Any:
+        for s in steps:
+            yield s
+            if self._progress is not None:
+                self._progress.update(self._task, advance=1, loss="-" if self.loss is None else f"{self.loss:.4f}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _log(path: Path, step: int, parts: dict[str, torch.Tensor], lr: float) -> float:
+    """Append one row to log.csv; returns the total loss (shown on the progress bar)."""
     row = {"step": step, "lr": lr, **{f"loss_{k}": float(v.detach()) for k, v in parts.items()}}
     new = not path.is_file()
     with path.open("a", newline="") as f:
@@ -257,6 +286,7 @@ def _log(path: Path, step: int, parts: dict[str, torch.Tensor], lr: float) -> No
         if new:
             writer.writeheader()
         writer.writerow(row)
+    return row["loss_total"]
 
 
 def quick_tiny_checkpoint(out_dir: str | os.PathLike[str], steps: int = 300, seed: int = 0) -> Path:

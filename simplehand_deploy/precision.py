@@ -13,6 +13,7 @@ LayerNormalization and Softmax in FP32.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -401,7 +402,7 @@ def _entropy_bins(num_bins: int = 512, num_quantized_bins: int = 128) -> Iterato
 
     # the package re-exports a *function* named `quantize`, so `import ... as` would bind that
     ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")
-    original = ort_quantize.create_calibrator
+    original = getattr(ort_quantize, "create_calibrator")  # noqa: B009 - a module typed as ModuleType
 
     def create_calibrator(*args: Any, **kwargs: Any) -> Any:
         extra = dict(kwargs.get("extra_options") or {})
@@ -410,24 +411,40 @@ def _entropy_bins(num_bins: int = 512, num_quantized_bins: int = 128) -> Iterato
         kwargs["extra_options"] = extra
         return original(*args, **kwargs)
 
-    ort_quantize.create_calibrator = create_calibrator
+    setattr(ort_quantize, "create_calibrator", create_calibrator)  # noqa: B010
     try:
         yield
     finally:
-        ort_quantize.create_calibrator = original
+        setattr(ort_quantize, "create_calibrator", original)  # noqa: B010
 
 
 def _quantize_static(quantize_static: Any, src: Path, out: Path, images: np.ndarray, method: Any,
                      excluded: list[str], batch: int, progress: bool) -> None:
+    import logging
+
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    quantize_static(
-        str(src), str(out), _Reader(images, batch, progress),
-        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=list(INT8_OPS),
-        nodes_to_exclude=excluded,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                       "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
-                       "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1, "MatMul": 1, "Gemm": 0},
-                       "ForceQuantizeNoInputCheck": True, "CalibMovingAverage": False},
-    )
+    def drop_preprocess_hint(record: logging.LogRecord) -> bool:
+        # ORT logs "consider pre-processing" on every call; export already ran onnxsim and shape checks.
+        return "pre-process" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(drop_preprocess_hint)
+    # ORT's histogram calibrators print() their settings; quiet runs stay quiet (the rich bar, when shown,
+    # writes to stdout too, so stdout is only silenced without one).
+    quiet = contextlib.redirect_stdout(io.StringIO()) if not progress else contextlib.nullcontext()
+    try:
+        with quiet:
+            quantize_static(
+                str(src), str(out), _Reader(images, batch, progress),
+                quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=list(INT8_OPS),
+                nodes_to_exclude=excluded,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                               "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
+                               "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1, "MatMul": 1,
+                                                                    "Gemm": 0},
+                               "ForceQuantizeNoInputCheck": True, "CalibMovingAverage": False},
+            )
+    finally:
+        root.removeFilter(drop_preprocess_hint)

@@ -169,6 +169,14 @@ def train(cfg: TrainConfig) -> Path:
         if not last.is_file():
             raise UsageError(f"--resume: no {last} to resume from")
         state = torch.load(last, map_location="cpu", weights_only=False)
+        before = state.get("train_config", {})
+        if before.get("config", cfg.config) != cfg.config:
+            raise UsageError(f"--resume: {last} was trained with --config {before['config']}, not {cfg.config}")
+        changed = [k for k in ("seed", "batch_size", "steps", "epochs", "lr", "synthetic_num", "freihand", "rotation")
+                   if k in before and before[k] != getattr(cfg, k)]
+        if changed and rank == 0:
+            print(f"note: --resume with changed {', '.join(changed)}: the run continues, but will not equal an "
+                  "uninterrupted one", file=sys.stderr)
         resumed, _ = load_checkpoint(last)
         model.load_state_dict(resumed.state_dict())
         opt.load_state_dict(state["optimizer"])

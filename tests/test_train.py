@@ -140,3 +140,10 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     step = torch.load(out / "last.pt", weights_only=False)["step"]
     assert 1 <= step < 100000
+
+
+def test_resume_with_another_config_is_a_usage_error(tmp_path, capsys):
+    train(_cfg(tmp_path / "r", synthetic_num=4, steps=1))
+    code = _run(deploy, ["train", "--config", "fastvit_ma36", "--synthetic", "--synthetic-num", "4", "--steps", "2",
+                         "--out", str(tmp_path / "r"), "--resume", "--quiet"])
+    assert code == 2 and "trained with --config tiny" in capsys.readouterr().err

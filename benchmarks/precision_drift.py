@@ -51,7 +51,8 @@ def main() -> None:
               f"PA-MPVPE {r['pa_mpvpe_mm']:.2f} mm, PA-MPJPE {r.get('pa_mpjpe_mm', float('nan')):.2f} mm")
     rep = read_sidecar(repaired)["int8"]["sensitivity_repair"]
     print(f"  sensitivity repair: {len(rep['excluded_groups'])} of {len(rep.get('group_sensitivity_mm', []))} layer "
-          f"groups kept float; CPU fake-quant ms fp32 {rep.get('cpu_ms_fp32', float('nan')):.1f}, "
+          f"groups kept float, {rep['layers_int8']} of {rep['layers_weighted']} weighted layers still INT8; "
+          f"CPU fake-quant ms fp32 {rep.get('cpu_ms_fp32', float('nan')):.1f}, "
           f"all-int8 {rep['cpu_ms_all_int8']:.1f}, "
           f"repaired {rep.get('cpu_ms_repaired', float('nan')):.1f} (simulation)")
     pa32 = rows["fp32"]["pa_mpvpe_mm"]

@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from scipy.linalg import orthogonal_procrustes
+from reference import align_reference
 from scipy.spatial.transform import Rotation
 
 from simplehand_deploy.calibration import load_calibration_set, stratified_indices
@@ -234,14 +234,6 @@ def test_calibration_labels_of_the_wrong_shape_are_refused(tmp_path):
 # -- metrics vs a per-sample loop --------------------------------------------------------------------------------
 
 
-def _align(pred, gt):
-    mu1, mu2 = gt.mean(0), pred.mean(0)
-    t1, t2 = gt - mu1, pred - mu2
-    s1, s2 = np.linalg.norm(t1), np.linalg.norm(t2)
-    R, s = orthogonal_procrustes(t1 / s1, t2 / s2)
-    return (t2 / s2) @ R.T * s * s1 + mu1
-
-
 def _auc_per_point(errors):
     """FreiHAND's EvalUtil: a PCK curve per point over 100 thresholds in [0, 50 mm], trapezoid, mean over points."""
     th = np.linspace(0, 0.05, 100)
@@ -271,14 +263,14 @@ def test_evaluate_with_joints_matches_a_per_sample_loop():
     out = evaluate(pred_j, gt_j, pred_v, gt_v)
     assert set(out) == {"pa_mpjpe_mm", "auc_joints", "pa_mpvpe_mm", "auc_vertices", "f5", "f15"}
 
-    err_j = np.stack([np.linalg.norm(_align(pred_j[b], gt_j[b]) - gt_j[b], axis=1) for b in range(B)])
-    err_v = np.stack([np.linalg.norm(_align(pred_v[b], gt_v[b]) - gt_v[b], axis=1) for b in range(B)])
+    err_j = np.stack([np.linalg.norm(align_reference(pred_j[b], gt_j[b]) - gt_j[b], axis=1) for b in range(B)])
+    err_v = np.stack([np.linalg.norm(align_reference(pred_v[b], gt_v[b]) - gt_v[b], axis=1) for b in range(B)])
     assert out["pa_mpjpe_mm"] == pytest.approx(err_j.mean() * 1000, abs=1e-3)  # 1e-6 m
     assert out["pa_mpvpe_mm"] == pytest.approx(err_v.mean() * 1000, abs=1e-3)
     assert out["auc_joints"] == pytest.approx(_auc_per_point(err_j), abs=1e-9)
     assert out["auc_vertices"] == pytest.approx(_auc_per_point(err_v), abs=1e-9)
     for key, th in (("f5", 0.005), ("f15", 0.015)):
-        ref = np.mean([_fscore(_align(pred_v[b], gt_v[b]), gt_v[b], th) for b in range(B)])
+        ref = np.mean([_fscore(align_reference(pred_v[b], gt_v[b]), gt_v[b], th) for b in range(B)])
         assert out[key] == pytest.approx(ref, abs=1e-9)
     assert 3 < out["pa_mpvpe_mm"] < 15 and 0 < out["f5"] < out["f15"] < 1  # the noise level shows up
     # Joints alone give the joint keys only, with the same numbers.

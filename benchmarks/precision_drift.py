@@ -3,9 +3,10 @@
     python benchmarks/precision_drift.py [--steps 300] [--work runs/precision-drift] [--method minmax]
 
 Targets (issue 5): FP16 mean vertex drift < 0.05 mm, INT8 < 1 mm, INT8 PA-MPVPE within 10% of FP32.
-INT8 runs as fake quantisation (TensorRT's Q/DQ semantics); see notes/cpu-precision.md. Two INT8
-graphs are measured: the default placement, and the sensitivity-repaired one (`--max-drift-mm`,
-default 1.0; the budget is met on calibration crops, the figures printed are on held-out crops).
+INT8 runs as fake quantisation (TensorRT's Q/DQ semantics); see notes/cpu-precision.md. Three INT8
+graphs are measured: the default `dense` placement, `--placement all` (every weighted layer outside
+the always-float parts), and `all` with sensitivity repair (`--max-drift-mm`, default 1.0; the
+budget is met on calibration crops, the figures printed are on held-out crops).
 Run with OMP_NUM_THREADS=1 on a shared machine: oversubscribed torch threads slow training ~10x.
 """
 
@@ -37,18 +38,25 @@ def main() -> None:
     fp32 = export_onnx(model, w / "tiny-fp32.onnx", info=info, progress=False)
     fp16 = convert_fp16(fp32, w / "tiny-fp16.onnx")
     int8 = quantize_int8(fp32, calib, w / "tiny-int8.onnx", method=args.method, progress=False)
+    int8_all = quantize_int8(fp32, calib, w / "tiny-int8-all.onnx", method=args.method, progress=False,
+                             placement="all")
     repaired = quantize_int8(fp32, calib, w / "tiny-int8-repaired.onnx", method=args.method, progress=False,
-                             max_drift_mm=args.max_drift_mm)
+                             placement="all", max_drift_mm=args.max_drift_mm)
     model, _ = load_checkpoint(ckpt)
-    df = measure_drift([fp32, fp16, int8, repaired], held_out, model=model)
-    rows = dict(zip(("fp32", "fp16", "int8", "int8-repaired"), df.iter_rows(named=True), strict=True))
+    df = measure_drift([fp32, fp16, int8, int8_all, repaired], held_out, model=model)
+    rows = dict(zip(("fp32", "fp16", "int8", "int8-all", "int8-all-repaired"), df.iter_rows(named=True),
+                    strict=True))
     print(f"trained tiny ({args.steps} steps), held-out synthetic crops: {rows['fp32']['num_samples']}, "
           f"INT8 calibration: {args.method}, 32 crops")
     for p, r in rows.items():
-        print(f"  {p:13s}: vertex drift mean {r['vertex_drift_mean_mm']:.4f} mm, "
+        print(f"  {p:17s}: vertex drift mean {r['vertex_drift_mean_mm']:.4f} mm, "
               f"p99 {r['vertex_drift_p99_mm']:.4f} mm, "
               f"max {r['vertex_drift_max_mm']:.4f} mm; uv drift mean {r['uv_drift_mean_px']:.4f} px; "
               f"PA-MPVPE {r['pa_mpvpe_mm']:.2f} mm, PA-MPJPE {r.get('pa_mpjpe_mm', float('nan')):.2f} mm")
+    for name, path in (("int8", int8), ("int8-all", int8_all), ("int8-all-repaired", repaired)):
+        side = read_sidecar(path)["int8"]
+        print(f"  {name:17s}: placement {side['placement']}, {side['int8_mac_share']:.1%} of weighted-layer MACs "
+              f"in INT8 (tiny)")
     rep = read_sidecar(repaired)["int8"]["sensitivity_repair"]
     print(f"  sensitivity repair: {len(rep['excluded_groups'])} of {len(rep.get('group_sensitivity_mm', []))} layer "
           f"groups kept float, {rep['layers_int8']} of {rep['layers_weighted']} weighted layers still INT8; "
@@ -57,7 +65,7 @@ def main() -> None:
           f"repaired {rep.get('cpu_ms_repaired', float('nan')):.1f} (simulation)")
     pa32 = rows["fp32"]["pa_mpvpe_mm"]
     checks = {"FP16 mean drift < 0.05 mm": rows["fp16"]["vertex_drift_mean_mm"] < 0.05}
-    for p in ("int8", "int8-repaired"):
+    for p in ("int8", "int8-all", "int8-all-repaired"):
         checks[f"{p} mean drift < 1 mm"] = rows[p]["vertex_drift_mean_mm"] < 1.0
         checks[f"{p} PA-MPVPE within 10% of FP32"] = abs(rows[p]["pa_mpvpe_mm"] - pa32) <= 0.1 * pa32
     for name, ok in checks.items():

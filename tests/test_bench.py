@@ -90,8 +90,11 @@ def test_accuracy_cli_reports_drift_per_precision(artifacts, tmp_path, capsys):
     rows = {(r["runner"], r["precision"]): r for r in json.loads(capsys.readouterr().out)}
     assert rows[("torch_eager", "fp32")]["vertex_drift_max_mm"] < 0.05  # 0 on CPU; CUDA vs CPU reference on GPU
     assert rows[("onnxruntime", "fp32")]["vertex_drift_mean_mm"] < 1e-3
-    assert 0 < rows[("onnxruntime", "fp16")]["vertex_drift_mean_mm"] < rows[("onnxruntime", "int8")][
-        "vertex_drift_mean_mm"]
+    ort = {p: rows[("onnxruntime", p)] for p in ("fp16", "int8")}
+    assert ort["fp16"]["vertex_drift_mean_mm"] > 0 and ort["int8"]["vertex_drift_mean_mm"] > 0
+    # the backbone is FP16 in one, INT8 in the other: its output (uv) drifts more in INT8 (on seed weights the
+    # vertices come mostly from the token regressor, which INT8's `dense` placement keeps FP32)
+    assert 0 < ort["fp16"]["uv_drift_mean_px"] < ort["int8"]["uv_drift_mean_px"]
     assert rows[("onnxruntime", "int8")]["pa_mpvpe_mm"] > 0 and rows[("onnxruntime", "int8")]["num_samples"] == 6
     png = (tmp_path / "acc" / "drift_per_precision.png").read_bytes()
     assert png[:4] == b"\x89PNG"

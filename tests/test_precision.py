@@ -45,7 +45,11 @@ def test_int8_qdq_is_what_tensorrt_accepts(arts):
         if node.op_type not in ("Conv", "ConvTranspose"):
             continue
         dq = producers.get(node.input[1])
-        assert dq is not None and dq.op_type == "DequantizeLinear", node.name  # weights quantised
+        depthwise = any(a.name == "group" and a.i > 1 for a in node.attribute)
+        if depthwise:  # the `dense` placement keeps depthwise convs float ...
+            assert dq is None, node.name
+            continue
+        assert dq is not None and dq.op_type == "DequantizeLinear", node.name  # ... and quantises every other conv
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         scale = values[dq.input[1]]
         assert scale.ndim == 1 and scale.size > 1  # per-channel
@@ -89,8 +93,11 @@ def test_graphs_run_and_drift_is_small(arts):
     df = measure_drift([arts["fp32"], arts["fp16"], arts["int8"]], arts["calib"], model=create_model("tiny", seed=0))
     rows = {r["precision"]: r for r in df.iter_rows(named=True)}
     assert rows["fp32"]["vertex_drift_mean_mm"] < 1e-3
-    assert rows["fp32"]["vertex_drift_mean_mm"] < rows["fp16"]["vertex_drift_mean_mm"] < rows["int8"][
-        "vertex_drift_mean_mm"]
+    assert rows["fp32"]["vertex_drift_mean_mm"] < rows["fp16"]["vertex_drift_mean_mm"]
+    # The backbone runs in both FP16 and INT8, so its output (uv) drifts more in INT8. The vertices need not:
+    # on seed weights they come mostly from the token regressor, which the `dense` INT8 keeps in FP32.
+    assert rows["fp32"]["uv_drift_mean_px"] < rows["fp16"]["uv_drift_mean_px"] < rows["int8"]["uv_drift_mean_px"]
+    assert rows["int8"]["vertex_drift_mean_mm"] > rows["fp32"]["vertex_drift_mean_mm"]
     assert rows["int8"]["pa_mpvpe_mm"] > 0 and rows["int8"]["num_samples"] == 8
 
 
@@ -113,9 +120,13 @@ def test_int8_bad_inputs_leave_nothing(arts, tmp_path, capsys):
 def test_sensitivity_repair_meets_budget(arts, tmp_path):
     import json
 
-    out = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "r.onnx", max_drift_mm=1.0, progress=False)
+    quantize_int8(arts["fp32"], arts["calib"], tmp_path / "d.onnx", max_drift_mm=1.0, progress=False)
+    rep = json.loads((tmp_path / "d.json").read_text())["int8"]["sensitivity_repair"]
+    assert rep["met"] and rep["excluded_groups"] == [] and rep["drift_all_quantised_mm"] <= 1.0  # dense: in budget
+    out = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "r.onnx", max_drift_mm=1.0, progress=False,
+                        placement="all")
     rep = json.loads((tmp_path / "r.json").read_text())["int8"]["sensitivity_repair"]
-    assert rep["drift_all_quantised_mm"] > 1.0  # untrained tiny: full INT8 is over budget ...
+    assert rep["drift_all_quantised_mm"] > 1.0  # untrained tiny, every layer INT8: over budget ...
     assert rep["met"] and rep["final_drift_mm"] <= 1.0 and rep["excluded_groups"]  # ... repair brings it under
     assert len(rep["group_sensitivity_mm"]) == 8 and {"cpu_ms_all_int8", "cpu_ms_repaired"} <= set(rep)
     assert 0 < rep["layers_int8"] < rep["layers_weighted"]  # some layers stay INT8, some were made float
@@ -156,3 +167,63 @@ def test_entropy_is_not_minmax(arts, tmp_path):
     mm, es = scales(arts["int8"]), scales(ent)
     assert mm.shape == es.shape and (es < mm - 1e-9).sum() > len(mm) // 4  # entropy clips: many smaller scales
     assert (es <= mm * (1 + 1e-6)).all()  # and never widens the range
+
+
+def _qdq_consumers(path):
+    """For each activation DQ: the (op_type, name) of the nodes reading it; and the weighted nodes with a DQ input."""
+    model = onnx.load(path)
+    inits = {t.name for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    act_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in producers
+              and producers[n.input[0]].input[0] not in inits]
+    quantised = {n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")
+                 and any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)}
+    return {dq.name: [(r.op_type, r.name) for r in readers.get(dq.output[0], [])] for dq in act_dq}, quantised
+
+
+def test_qdq_only_on_inputs_of_quantised_layers(arts):
+    """TensorRT's placement: no Q/DQ on layer outputs (in front of GELU, softmax, residual adds), and no
+    float layer reading a DQ it shares with a quantised one (ORT's default does both)."""
+    readers, quantised = _qdq_consumers(arts["int8"])
+    assert readers and quantised
+    for dq, users in readers.items():
+        assert users and all(op in ("Conv", "ConvTranspose", "MatMul", "Gemm") and name in quantised
+                             for op, name in users), (dq, users)
+    # the uv head's pooling reads the same feature map as the (quantised) deconvolution, but in float
+    model = onnx.load(arts["int8"])
+    producers = {o: n for n in model.graph.node for o in n.output}
+    deconv = next(n for n in model.graph.node if n.op_type == "ConvTranspose")
+    assert producers[deconv.input[0]].op_type == "DequantizeLinear"
+    feature = producers[producers[deconv.input[0]].input[0]].input[0]
+    pools = [n for n in model.graph.node if n.op_type == "ReduceMean" and feature in n.input]
+    assert pools  # float path to the uv head
+
+
+def test_placement_dense_vs_all(arts, tmp_path, capsys):
+    import json
+
+    src = onnx.load(arts["fp32"])
+    marks = sensitive_nodes(src.graph)
+    weighted = {n.name for n in src.graph.node if n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm")}
+    token = marks["token_regressor"] & weighted
+    assert len(token) > 10 and marks["depthwise"]  # the three encoder stages' layers; RepMixer depthwise convs
+    _, dense_q = _qdq_consumers(arts["int8"])
+    assert not dense_q & (token | marks["depthwise"])
+    out = tmp_path / "all.onnx"
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(out),
+                         "--placement", "all"])
+    assert code == 0 and "of weighted-layer MACs in INT8" in capsys.readouterr().err  # messages go to stderr
+    _, all_q = _qdq_consumers(out)
+    assert dense_q < all_q and (token - marks["vertex_head"]) <= all_q and marks["depthwise"] <= all_q
+    assert not all_q & (marks["grid_path"] | marks["vertex_head"])  # always float, whatever the placement
+    share = {p: json.loads(path.with_suffix(".json").read_text())["int8"]["int8_mac_share"]
+             for p, path in (("dense", arts["int8"]), ("all", out))}
+    assert 0.3 < share["dense"] < share["all"] < 1.0, share
+    bad = tmp_path / "bad.onnx"
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(bad),
+                         "--placement", "everything", "--quiet"])
+    assert code == 2 and "--placement" in capsys.readouterr().err and not bad.exists()

@@ -1,0 +1,53 @@
+"""Issue 5's drift targets on a *trained* tiny model (seed weights say little about quantisation error).
+
+`benchmarks/precision_drift.py` prints the measured figures (same recipe: 300 steps, 32 calibration and
+32 held-out synthetic crops); this test asserts looser bounds so noise cannot flake it. Measured there:
+FP16 0.046 mm, INT8 `dense` 0.68 mm, INT8 `all` 1.56 mm mean vertex drift; PA-MPVPE 23.81 mm in all three.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from simplehand_deploy.calibration import build_calibration_set
+from simplehand_deploy.checkpoint import load_checkpoint
+from simplehand_deploy.drift import measure_drift
+from simplehand_deploy.export import export_onnx
+from simplehand_deploy.precision import convert_fp16, quantize_int8
+from simplehand_deploy.train import quick_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def drift_rows(tmp_path_factory):
+    w = tmp_path_factory.mktemp("trained")
+    ckpt = quick_tiny_checkpoint(w / "train", steps=300)
+    model, info = load_checkpoint(ckpt)
+    calib = build_calibration_set(w / "calib", synthetic=True, num=32, seed=1, progress=False)
+    held_out = build_calibration_set(w / "heldout", synthetic=True, num=32, seed=777, progress=False)
+    fp32 = export_onnx(model, w / "fp32.onnx", info=info, progress=False)
+    graphs = {
+        "fp32": fp32,
+        "fp16": convert_fp16(fp32, w / "fp16.onnx"),
+        "int8": quantize_int8(fp32, calib, w / "int8.onnx", progress=False),
+        "int8-all": quantize_int8(fp32, calib, w / "int8-all.onnx", placement="all", progress=False),
+    }
+    df = measure_drift(list(graphs.values()), held_out, model=model)
+    return dict(zip(graphs, df.iter_rows(named=True), strict=True))
+
+
+def test_trained_tiny_drift_targets(drift_rows):
+    r = drift_rows
+    assert r["fp32"]["vertex_drift_mean_mm"] < 1e-3
+    assert r["fp16"]["vertex_drift_mean_mm"] < 0.1  # target 0.05
+    assert r["int8"]["vertex_drift_mean_mm"] < 1.5  # target 1.0
+    pa = r["fp32"]["pa_mpvpe_mm"]
+    assert pa < 35  # the model did learn the hand (seed weights: ~41 mm)
+    for p in ("fp16", "int8", "int8-all"):
+        assert abs(r[p]["pa_mpvpe_mm"] - pa) <= 0.15 * pa, p  # target 10%
+
+
+def test_dense_placement_beats_all(drift_rows):
+    """Keeping depthwise convs and the token regressor float is what brings INT8 under the target."""
+    r = drift_rows
+    assert r["int8"]["vertex_drift_mean_mm"] < 0.75 * r["int8-all"]["vertex_drift_mean_mm"]
+    assert r["int8"]["uv_drift_mean_px"] < r["int8-all"]["uv_drift_mean_px"]

@@ -31,6 +31,22 @@ def _fresh(path: Path, source: Path | None = None) -> bool:
     return source is None or path.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 
+def _same_int8_recipe(int8: Path, fp32: Path, method: str) -> bool:
+    """The INT8 sidecar records this FP32 source, this method and today's default placement.
+
+    An artifact from an older toolkit (another Q/DQ placement) or another --method is rebuilt, not reused.
+    """
+    from .export import read_sidecar
+
+    try:
+        side, src = read_sidecar(int8), read_sidecar(fp32)
+    except (UsageError, OSError, ValueError):
+        return False
+    recipe = side.get("int8") or {}
+    return (side.get("source_sha256") == src.get("onnx_sha256") and recipe.get("method") == method
+            and recipe.get("placement") == "dense")
+
+
 def run_engine_job(
     config: str = "fastvit_ma36",
     checkpoint: str | os.PathLike[str] | None = None,
@@ -90,7 +106,7 @@ def run_engine_job(
     if "int8" in precisions:
         int8 = onnx_for["int8"] = out / artifact_name(info.config, info.short, "int8")
         status = "reused"
-        if not (_fresh(int8, fp32) and _fresh(int8, calib / "manifest.json")):
+        if not (_fresh(int8, fp32) and _fresh(int8, calib / "manifest.json") and _same_int8_recipe(int8, fp32, method)):
             quantize_int8(fp32, calib, int8, method=method, progress=not quiet)
             status = "built"
         rows.append({"artifact": "ONNX int8", "status": status, "path": str(int8), "note": f"Q/DQ, {method}"})

@@ -431,7 +431,9 @@ def _ort_quantize(src: Path, out: Path, images: np.ndarray, method: str, exclude
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    with _entropy_bins() if method == "entropy" else contextlib.nullcontext():
+    guard = _entropy_bins() if method == "entropy" else _percentile_guard() if method == "percentile" else \
+        contextlib.nullcontext()
+    with guard:
         _quantize_static(quantize_static, src, out, images, methods[method], excluded, batch, progress)
     _float_layers_read_float(out, set(excluded))
 
@@ -510,6 +512,37 @@ def int8_mac_share(model: Any, excluded: Sequence[str]) -> float | None:
         total += macs
         int8 += 0 if n.name in skip else macs
     return int8 / total if total else None
+
+
+@contextlib.contextmanager
+def _percentile_guard() -> Iterator[None]:
+    """Let ORT's percentile calibrator take a tensor whose |values| are (nearly) all equal.
+
+    It histograms |x| over [min |x|, max |x|], which numpy refuses when that span is below float32
+    resolution for 2048 bins: a softmax over 49 tokens of an untrained model is 1/49 everywhere.
+    Such a tensor gets one extra 0 sample, so the span is [0, max]; its percentile threshold is then
+    max |x|, as it should be.
+    """
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    original = HistogramCollector.collect_absolute_value
+
+    def collect_absolute_value(self: Any, name_to_arr: dict[str, Any]) -> Any:
+        fixed = dict(name_to_arr)
+        for name, arr in name_to_arr.items():
+            flat = np.concatenate([np.ravel(a) for a in arr]) if isinstance(arr, list) else np.ravel(arr)
+            if flat.size and name not in self.histogram_dict:
+                mag = np.abs(flat)
+                edges = np.linspace(mag.min(), mag.max(), self.num_bins + 1, dtype=flat.dtype)
+                if np.any(edges[:-1] >= edges[1:]):
+                    fixed[name] = np.append(flat, flat.dtype.type(0))
+        return original(self, fixed)
+
+    setattr(HistogramCollector, "collect_absolute_value", collect_absolute_value)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(HistogramCollector, "collect_absolute_value", original)  # noqa: B010
 
 
 @contextlib.contextmanager

@@ -66,6 +66,36 @@ def test_engine_job_reuses_artifacts(job):
     assert {r["status"] for r in rows if r["artifact"].startswith("ONNX")} == {"reused"}
 
 
+def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
+    """An INT8 artifact from another --method, or an older toolkit's Q/DQ placement, is rebuilt, not reused.
+
+    (percentile on seed weights also covers _percentile_guard: a softmax there is 1/49 everywhere.)
+    """
+    import json
+    import shutil
+
+    from simplehand_deploy.pipeline import run_engine_job
+
+    root, _ = job
+    work = tmp_path / "w"
+    shutil.copytree(root / "engines", work / "engines")
+    shutil.copytree(root / "calibration", work / "calibration")
+    kw = {"config": "tiny", "calib_num": 6, "out": work / "engines", "calib_dir": work / "calibration", "quiet": True}
+
+    def int8_status(**extra):
+        rows = run_engine_job(**kw, **extra)
+        return next(r["status"] for r in rows if r["artifact"] == "ONNX int8")
+
+    side = work / "engines" / "simplehand-tiny-seed0-int8.json"
+    meta = json.loads(side.read_text())
+    del meta["int8"]["placement"]  # what a sidecar written before placements existed looks like
+    side.write_text(json.dumps(meta))
+    assert int8_status() == "built"
+    assert json.loads(side.read_text())["int8"]["placement"] == "dense"
+    assert int8_status() == "reused"
+    assert int8_status(method="percentile") == "built"
+
+
 def test_artifacts_run_in_onnxruntime(job):
     from simplehand_deploy.ort import make_session, run
 

@@ -251,12 +251,19 @@ def _try_simplify(model: SimpleHand, path: Path, graph: Any, log: Any) -> bool:
         candidate.unlink(missing_ok=True)
 
 
+# Bumped whenever export / fp16 / int8 write a different graph for the same inputs; `make engine` rebuilds
+# an artifact whose sidecar records another value (2: Constant weights as initializers, TensorRT-style
+# Q/DQ placement).
+ARTIFACT_FORMAT = 2
+
+
 def _sidecar(model: SimpleHand, info: CheckpointInfo | None, opset: int, dynamo: bool, simplified: bool,
              figures: dict[str, float], seconds: float, precision: str) -> dict[str, Any]:
     import onnx
 
     return {
         "kind": "simplehand-onnx",
+        "artifact_format": ARTIFACT_FORMAT,
         "precision": precision,
         "config": model.cfg.name,
         "model_config": model.cfg.to_dict(),

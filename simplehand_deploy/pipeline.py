@@ -23,11 +23,18 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def _fresh(path: Path, source: Path | None = None) -> bool:
-    """Reusable: it and its sidecar exist (atomic writes: never half-written) and it is newer than its source."""
-    from .export import sidecar_path
+    """Reusable: it and its sidecar exist (atomic writes: never half-written), this toolkit's artifact format
+    wrote it, and it is newer than its source."""
+    from .export import ARTIFACT_FORMAT, read_sidecar, sidecar_path
 
     if not (path.is_file() and sidecar_path(path).is_file()):
         return False
+    if path.suffix == ".onnx":
+        try:
+            if read_sidecar(path).get("artifact_format") != ARTIFACT_FORMAT:
+                return False
+        except (OSError, ValueError):
+            return False
     return source is None or path.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .export import load_onnx, read_sidecar, sidecar_path
+from .export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
 from .fileio import atomic_path, sha256_file, write_json_atomic
 
 FP16_BLOCK_OPS = ("LayerNormalization", "Softmax", "GridSample")
@@ -221,7 +221,8 @@ def convert_fp16(
         from .ort import make_session
 
         make_session(tmp)  # load check: a graph ORT cannot load is never written
-    meta = {**read_sidecar(src), "precision": "fp16", "source_onnx": str(src), "source_sha256": sha256_file(src),
+    meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "fp16", "source_onnx": str(src),
+            "source_sha256": sha256_file(src),
             "fp16": {"fp32_op_types": sorted(block & set(FP16_BLOCK_OPS) | {b for b in block if "/" not in b}),
                      "fp32_nodes": sorted(fp32_nodes), "io": "float32"},
             "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -316,7 +317,8 @@ def quantize_int8(
         from .ort import make_session
 
         make_session(tmp)
-    meta = {**read_sidecar(src), "precision": "int8", "source_onnx": str(src), "source_sha256": sha256_file(src),
+    meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
+            "source_sha256": sha256_file(src),
             "int8": {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
                      "placement": placement, "int8_mac_share": int8_mac_share(graph, excluded),
                      "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",

@@ -94,6 +94,12 @@ def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
     assert json.loads(side.read_text())["int8"]["placement"] == "dense"
     assert int8_status() == "reused"
     assert int8_status(method="percentile") == "built"
+    fp32_side = work / "engines" / "simplehand-tiny-seed0-fp32.json"
+    meta = json.loads(fp32_side.read_text())
+    meta["artifact_format"] = 1  # written by an older toolkit: the whole chain is rebuilt
+    fp32_side.write_text(json.dumps(meta))
+    rows = run_engine_job(**kw, method="percentile")
+    assert {r["status"] for r in rows if r["artifact"].startswith("ONNX")} == {"built"}
 
 
 def test_artifacts_run_in_onnxruntime(job):

@@ -44,14 +44,15 @@ def _same_int8_recipe(int8: Path, fp32: Path, method: str) -> bool:
     An artifact from an older toolkit (another Q/DQ placement) or another --method is rebuilt, not reused.
     """
     from .export import read_sidecar
+    from .precision import DEFAULT_PLACEMENT
 
     try:
         side, src = read_sidecar(int8), read_sidecar(fp32)
-    except (UsageError, OSError, ValueError):
+    except (OSError, ValueError):
         return False
     recipe = side.get("int8") or {}
     return (side.get("source_sha256") == src.get("onnx_sha256") and recipe.get("method") == method
-            and recipe.get("placement") == "dense")
+            and recipe.get("placement") == DEFAULT_PLACEMENT)
 
 
 def run_engine_job(

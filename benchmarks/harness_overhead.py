@@ -29,6 +29,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(create_model(args.config), Path(tmp) / "m.onnx", progress=False)
         runner = get_runner("onnxruntime", onnx=path)
+        runner.open()
         ratios = []
         for _ in range(3):  # interleave rounds: a shared machine drifts
             res = measure(runner, args.batch, duration=0.0, iterations=args.iterations, warmup=0.5)
@@ -42,6 +43,7 @@ def main() -> None:
             ratios.append(res["latency_p50_ms"] / bare)
             print(f"harness p50 {res['latency_p50_ms']:.3f} ms | bare session.run p50 {bare:.3f} ms | "
                   f"ratio {ratios[-1]:.3f}")
+        runner.close()
     print(f"median ratio over rounds: {np.median(ratios):.3f} (target <= 1.05; {args.config}, batch {args.batch})")
 
 

@@ -46,7 +46,7 @@ def _bench_main(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand is None:
         _bench(("latency",), None, None, 1.0, 10, 0.2, "fastvit_ma36", None, None, None, Path("engines"), None, None,
-               False, False)
+               False, False, None)
 
 
 def _err(msg: str) -> None:
@@ -462,8 +462,9 @@ def triton(
 # simplehand-bench: harness (issue 7)
 # ============================================================================================
 
-RunnersOpt = Annotated[str | None, typer.Option("--runners", help="Comma list: torch, torch_compile, onnxruntime, "
-                                                 "tensorrt (default: torch,onnxruntime,tensorrt).")]
+RunnersOpt = Annotated[str | None, typer.Option("--runners", help="Comma list: torch (fused eager), torch_unfused "
+                                                 "(training-time model), torch_compile, onnxruntime, tensorrt "
+                                                 "(default: torch,onnxruntime,tensorrt).")]
 BatchOpt = Annotated[str | None, typer.Option("--batch-sizes", help="Comma list; default 1,2,4,8 on CPU, "
                                                "1,2,4,8,16,32,64 on GPU.")]
 DurationOpt = Annotated[float, typer.Option("--duration", help="Minimum timed seconds per cell (trtexec: 3).")]
@@ -476,11 +477,15 @@ CalibOpt = Annotated[Path | None, typer.Option("--calib", help="Calibration set 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Results folder (default benchmarks/results/<run-id>/).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the rows as JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars or tables.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU intra-op threads for torch and ONNX Runtime "
+                                                "alike (default: each library's own; the number in effect is "
+                                                "recorded as cpu_threads).")]
 
 
 def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None, duration: float, iterations: int,
            warmup: float, config: str, checkpoint: Path | None, onnx: list[Path] | None, engines: list[Path] | None,
-           engines_dir: Path, calib: Path | None, out: Path | None, json_out: bool, quiet: bool) -> None:
+           engines_dir: Path, calib: Path | None, out: Path | None, json_out: bool, quiet: bool,
+           threads: int | None = None) -> None:
     import polars as pl
 
     from .bench import sweep
@@ -490,10 +495,17 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
     batches = sweep.parse_batches(batch_sizes, bool(gpu_info()))
     if iterations < 1 or duration < 0 or warmup < 0:
         raise UsageError("--iterations must be >= 1 and --duration/--warmup >= 0")
-    model, info = load_model_for_cli(checkpoint, config, quiet=quiet or json_out)
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads {threads}: must be >= 1 (omit it for each library's default)")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # before the first torch call (model load, export)
+    # the training-time model: the torch runner fuses its own copy; torch_unfused times it as it is
+    model, info = load_model_for_cli(checkpoint, config, fused=False, quiet=quiet or json_out)
     found_onnx, found_plans = sweep.find_artifacts(engines_dir, info.config, info.short)
     specs = sweep.build_specs(names, model=model, info=info, onnx=onnx or found_onnx, plans=engines or found_plans,
-                              engines_dir=engines_dir, quiet=quiet or json_out)
+                              engines_dir=engines_dir, quiet=quiet or json_out, threads=threads)
     env = fingerprint()
     common = {"config": info.config, "weights": info.short, **env}
     frames = []
@@ -521,10 +533,17 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
         console = Console()
         for kind, frame in zip(kinds, frames, strict=True):
             console.print(sweep.render(frame, f"{kind}: {env['device_name']} ({info.config}, weights {info.short})"))
+        warning = sweep.cov_warnings(df)
+        if warning:
+            from rich.markup import escape
+
+            console.print(f"[yellow]{escape(warning)}[/]")
         if any(r.startswith("onnxruntime") for r in df["runner"].to_list()) and not gpu_info():
             console.print("[dim]note: ONNX Runtime FP16/INT8 on CPU simulate TensorRT precision for accuracy; their "
                           "CPU latency is not what FP16/INT8 buys on a GPU.[/]")
         console.print(f"results: {path}")
+    elif sweep.cov_warnings(df):
+        _say(sweep.cov_warnings(df))
     if failed_all:
         raise VerificationError(f"no runner produced a result (see the status column in {path})")
 
@@ -533,29 +552,29 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
 def latency(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = 3.0,
             iterations: ItersOpt = 10, warmup: WarmupOpt = 0.2, config: ConfigOpt = "fastvit_ma36",
             checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None,
-            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
     """Latency table across batch sizes for each runner (trtexec statistics), written as results files."""
     _bench(("latency",), runners, batch_sizes, duration, iterations, warmup, config, checkpoint, onnx, engines,
-           Path("engines"), None, out, json_out, quiet)
+           Path("engines"), None, out, json_out, quiet, threads)
 
 
 @bench.command()
 def accuracy(runners: RunnersOpt = None, config: ConfigOpt = "fastvit_ma36", checkpoint: CheckpointOpt = None,
              onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None, out: OutOpt = None,
-             json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+             json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
     """Drift of every runner vs torch FP32 eager on the same crops (mm, px), plus metrics vs labels."""
     _bench(("accuracy",), runners, "1", 0.0, 1, 0.0, config, checkpoint, onnx, engines, Path("engines"), calib, out,
-           json_out, quiet)
+           json_out, quiet, threads)
 
 
 @bench.command()
 def run(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = 3.0,
         iterations: ItersOpt = 10, warmup: WarmupOpt = 0.2, config: ConfigOpt = "fastvit_ma36",
         checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None,
-        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
     """Latency and accuracy in one results folder."""
     _bench(("latency", "accuracy"), runners, batch_sizes, duration, iterations, warmup, config, checkpoint, onnx,
-           engines, Path("engines"), calib, out, json_out, quiet)
+           engines, Path("engines"), calib, out, json_out, quiet, threads)
 
 
 @bench.command("env")

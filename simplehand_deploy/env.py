@@ -39,6 +39,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def physical_cores() -> int:
+    """Physical cores this process may use (ONNX Runtime's default intra-op pool size); logical CPUs if unknown."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        allowed = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        proc, phys, core = None, "0", None
+        for line in [*Path("/proc/cpuinfo").read_text().splitlines(), ""]:
+            key, _, value = line.partition(":")
+            key, value = key.strip().lower(), value.strip()
+            if key == "processor":
+                proc = int(value)
+            elif key == "physical id":
+                phys = value
+            elif key == "core id":
+                core = value
+            elif not line.strip() and proc is not None:
+                if proc in allowed:
+                    cores.add((phys, core if core is not None else str(proc)))
+                proc, phys, core = None, "0", None
+    except (OSError, ValueError):
+        cores = set()
+    return len(cores) or len(allowed) or 1
+
+
 def gpu_info() -> dict[str, str]:
     """name, sm, driver, cuda of device 0 (empty dict without a CUDA device)."""
     try:
@@ -100,6 +127,7 @@ def fingerprint() -> dict[str, Any]:
         "python_version": platform.python_version(), "torch_version": _version("torch"),
         "onnxruntime_version": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "tensorrt_version": str(trt.__version__) if trt is not None else "",
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count() or 0,
         "cuda_version": gpu.get("cuda", ""), "driver_version": gpu.get("driver", ""),
         "jetson_model": jet.get("jetson_model", ""), "jetson_power_mode": jet.get("jetson_power_mode", ""),
         "toolkit_version": __version__, "run_id": f"{time.strftime('%Y%m%d-%H%M%S', now)}-{slug(device)}",
@@ -110,7 +138,7 @@ def fingerprint() -> dict[str, Any]:
 def details() -> dict[str, Any]:
     """Everything `simplehand-bench env` shows: the fingerprint plus CPU, GPU and Jetson details."""
     out = fingerprint()
-    out.update({"cpu_model": cpu_model(), "cpu_count": os.cpu_count() or 0})
+    out["cpu_physical_cores"] = physical_cores()
     out.update({f"gpu_{k}": v for k, v in gpu_info().items()})
     out.update(jetson_info())
     return out

@@ -1,7 +1,12 @@
 """The results schema: one row per (runner, precision, batch_size, measurement), units in column names.
 
-Every row carries the environment fingerprint, so files from many devices can be concatenated and
-compared (regress, report) without side files. Formatting happens only when rendering.
+Every row carries the environment fingerprint (device, CPU model, logical CPUs, the intra-op threads in
+effect, library versions) and the sha256 of the graph it ran, so files from many devices can be
+concatenated and compared (regress, report) without side files. Formatting happens only when rendering.
+
+`results.parquet` is the complete record: it alone keeps the per-iteration samples
+(`latency_samples_ms`, a list column, in run order) that the regression gate's statistic needs;
+the CSV/JSON/markdown copies leave that column out to stay readable.
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ from ..errors import UsageError
 from ..fileio import atomic_path
 
 _S, _I, _F, _B = pl.Utf8, pl.Int64, pl.Float64, pl.Boolean
+_LF = pl.List(pl.Float64)
 
 IDENTITY = {"runner": _S, "precision": _S, "batch_size": _I, "measurement": _S, "status": _S, "config": _S,
-            "weights": _S, "artifact": _S, "artifact_sha256": _S, "fused": _B, "timing_scope": _S, "cuda_graphs": _B}
+            "weights": _S, "artifact": _S, "artifact_sha256": _S, "fused": _B, "timing_scope": _S, "cuda_graphs": _B,
+            "cpu_threads": _I}
 LATENCY = {"latency_mean_ms": _F, "latency_p50_ms": _F, "latency_p90_ms": _F, "latency_p95_ms": _F,
            "latency_p99_ms": _F, "latency_min_ms": _F, "latency_max_ms": _F, "latency_cov": _F, "iterations": _I,
            "duration_s": _F, "throughput_img_s": _F, "throughput_exec_s": _F, "peak_memory_mb": _F,
-           "speedup_vs_eager": _F}
+           "speedup_vs_eager": _F, "cov_warning": _B, "latency_samples_ms": _LF}
 ACCURACY = {"num_samples": _I, "vertex_drift_mean_mm": _F, "vertex_drift_p99_mm": _F, "vertex_drift_max_mm": _F,
             "uv_drift_mean_px": _F, "uv_drift_max_px": _F, "joint_drift_mean_mm": _F, "pa_mpvpe_mm": _F,
             "pa_mpjpe_mm": _F, "f5": _F, "f15": _F}
-ENV = {k: _S for k in ("device_name", "device_slug", "host", "os", "arch", "python_version", "torch_version",
-                       "onnxruntime_version", "tensorrt_version", "cuda_version", "driver_version", "jetson_model",
-                       "jetson_power_mode", "toolkit_version", "run_id", "timestamp")}
+ENV: dict[str, Any] = {k: _S for k in (
+    "device_name", "device_slug", "host", "os", "arch", "python_version", "torch_version", "onnxruntime_version",
+    "tensorrt_version", "cuda_version", "driver_version", "jetson_model", "jetson_power_mode", "toolkit_version",
+    "run_id", "timestamp", "cpu_model")}
+ENV["cpu_count"] = _I
 RESULT_COLUMNS: dict[str, Any] = {**IDENTITY, **LATENCY, **ACCURACY, **ENV}
+SAMPLES = "latency_samples_ms"  # parquet only (see the module doc)
 REQUIRED = ("runner", "precision", "batch_size", "measurement", "status", "device_name")
 FILES = ("results.parquet", "results.csv", "results.json", "results.md")
 
@@ -79,14 +89,15 @@ def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[s
     (the repo root, a folder of earlier runs) never deletes anything.
     """
     df = conform(df)
+    flat = df.drop(SAMPLES)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"# simplehand-bench results: {df['device_name'][0] if len(df) else ''}\n\n"
     writers = {
         "results.parquet": lambda p: df.write_parquet(p),
-        "results.csv": lambda p: df.write_csv(p),
-        "results.json": lambda p: p.write_text(json.dumps(df.to_dicts(), indent=1, default=str) + "\n"),
-        "results.md": lambda p: p.write_text(title + to_markdown(df)),
+        "results.csv": lambda p: flat.write_csv(p),
+        "results.json": lambda p: p.write_text(json.dumps(flat.to_dicts(), indent=1, default=str) + "\n"),
+        "results.md": lambda p: p.write_text(title + to_markdown(flat)),
     }
     if env is not None:
         writers["env.json"] = lambda p: p.write_text(json.dumps(env, indent=2, default=str) + "\n")

@@ -1,7 +1,12 @@
 """Orchestration behind `simplehand-bench`: resolve runners, sweep batch sizes, attach env, write results.
 
 A runner that fails (at construction or mid-sweep) becomes a status row, never a crash: a sweep
-over a fleet of artifacts should report what it could measure and say what it could not.
+over a fleet of artifacts should report what it could measure and say what it could not. A runner
+that cannot run on this machine at all (TensorRT absent, no CUDA) is one row with status
+`skipped: <reason>` and a null batch_size, not an error per batch size.
+
+Each runner is opened once, measured at every batch size, and closed (its memory freed) before the
+next one opens. Speed-ups are against *fused* torch eager at the same batch size on the same device.
 """
 
 from __future__ import annotations
@@ -63,24 +68,24 @@ def find_artifacts(engines_dir: Path, config: str, weights: str) -> tuple[list[P
 
 
 def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence[Path], plans: Sequence[Path],
-                engines_dir: Path, quiet: bool) -> list[Spec]:
+                engines_dir: Path, quiet: bool, threads: int | None = None) -> list[Spec]:
     from ..runners import get_runner
 
+    names = {"torch": "torch_eager", "torch_unfused": "torch_unfused", "torch_compile": "torch_compile"}
     for p in [*onnx, *plans]:
         if not Path(p).is_file():
             raise UsageError(f"artifact {p}: no such file")
     specs: list[Spec] = []
     for name in runners:
-        if name in ("torch", "torch_compile"):
-            specs.append(Spec("torch_eager" if name == "torch" else "torch_compile", "fp32", "",
-                              lambda n=name: get_runner(n, model=model)))
+        if name in names:
+            specs.append(Spec(names[name], "fp32", "", lambda n=name: get_runner(n, model=model, threads=threads)))
         elif name == "onnxruntime":
             paths = list(onnx)
             if not paths:
                 paths = [_export_default(model, info, engines_dir, quiet)]
             for p in paths:
                 specs.append(Spec("onnxruntime", _precision_of(p), str(p),
-                                  lambda p=p: get_runner("onnxruntime", onnx=p)))
+                                  lambda p=p: get_runner("onnxruntime", onnx=p, threads=threads)))
         elif name == "tensorrt":
             for p in plans:
                 specs.append(Spec("tensorrt", "?", str(p), lambda p=p: get_runner("tensorrt", plan=p)))
@@ -91,9 +96,10 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
 
 def _no_plans() -> Any:
     from .._deps import tensorrt_or_none
+    from ..runners import Unavailable
 
     why = "TensorRT is not installed" if tensorrt_or_none() is None else "no .plan in engines/ (run `make engine`)"
-    raise UsageError(f"no TensorRT engine to run: {why}")
+    raise Unavailable(why)
 
 
 def _precision_of(path: Path) -> str:
@@ -119,10 +125,12 @@ def _export_default(model: Any, info: Any, engines_dir: Path, quiet: bool) -> Pa
 
 def _row(spec: Spec, runner: Any | None, batch: int | None, measurement: str, status: str, common: dict) -> dict:
     desc = runner.describe() if runner is not None else {}
+    threads = getattr(runner, "threads", None)
     return {"runner": spec.runner, "precision": getattr(runner, "precision", spec.precision) or spec.precision,
             "batch_size": batch, "measurement": measurement, "status": status, "artifact": spec.artifact,
             "artifact_sha256": desc.get("artifact_sha256", ""), "fused": desc.get("fused"),
-            "timing_scope": desc.get("timing_scope", ""), "cuda_graphs": desc.get("cuda_graphs", False), **common}
+            "timing_scope": desc.get("timing_scope", ""), "cuda_graphs": desc.get("cuda_graphs", False),
+            "cpu_threads": threads() if callable(threads) else None, **common}
 
 
 def _error(exc: BaseException) -> str:
@@ -130,41 +138,67 @@ def _error(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {text[0][:160] if text else ''}"
 
 
+def _skipped(spec: Spec, measurement: str, exc: BaseException, common: dict) -> dict:
+    """The one row of a runner that cannot run on this machine: `skipped: <reason>`, no batch size."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return _row(spec, None, None, measurement, f"skipped: {reason}", common)
+
+
 def latency_sweep(specs: Sequence[Spec], batches: Sequence[int], *, duration: float, iterations: int, warmup: float,
                   common: dict, progress: bool = True) -> pl.DataFrame:
     from ..progress import track
+    from ..runners import Unavailable
     from .latency import measure
 
     rows: list[dict] = []
     work = [(s, b) for s in specs for b in batches]
-    built: dict[int, Any] = {}
-    failed: dict[int, str] = {}
-    for spec, batch in track(work, "latency sweep", progress):
-        key = id(spec)
-        if key in failed:
-            rows.append(_row(spec, None, batch, "latency", failed[key], common))
-            continue
-        try:
-            if key not in built:
-                built[key] = spec.make()
-            runner = built[key]
-            timing = measure(runner, batch, duration=duration, iterations=iterations, warmup=warmup)
-            rows.append({**_row(spec, runner, batch, "latency", "ok", common), **timing})  # describe() after prepare
-        except Exception as exc:  # a runner failing mid-sweep becomes a status row
-            if key not in built:
-                failed[key] = _error(exc)
-            rows.append(_row(spec, built.get(key), batch, "latency", _error(exc), common))
+    current: tuple[int, Any] | None = None  # (spec id, open runner): one runner open at a time
+    done: dict[int, str] = {}  # spec id -> status for specs that could not be built/opened
+    try:
+        for spec, batch in track(work, "latency sweep", progress):
+            key = id(spec)
+            if key in done:
+                if done[key] != "skipped":
+                    rows.append(_row(spec, None, batch, "latency", done[key], common))
+                continue
+            if current is None or current[0] != key:
+                if current is not None:
+                    current[1].close()
+                    current = None
+                try:
+                    runner = spec.make()
+                    runner.open()
+                except Unavailable as exc:
+                    done[key] = "skipped"
+                    rows.append(_skipped(spec, "latency", exc, common))
+                    continue
+                except Exception as exc:  # a runner failing to build: one error row per batch size
+                    done[key] = _error(exc)
+                    rows.append(_row(spec, None, batch, "latency", done[key], common))
+                    continue
+                current = (key, runner)
+            runner = current[1]
+            try:
+                timing = measure(runner, batch, duration=duration, iterations=iterations, warmup=warmup)
+                rows.append({**_row(spec, runner, batch, "latency", "ok", common), **timing})  # after prepare
+            except Exception as exc:  # a runner failing mid-sweep becomes a status row
+                rows.append(_row(spec, runner, batch, "latency", _error(exc), common))
+    finally:
+        if current is not None:
+            current[1].close()
     return add_speedup(conform(rows))
 
 
 def add_speedup(df: pl.DataFrame) -> pl.DataFrame:
-    eager = (df.filter((pl.col("runner") == "torch_eager") & (pl.col("status") == "ok") &
-                       (pl.col("measurement") == "latency"))
-             .select("batch_size", pl.col("latency_p50_ms").alias("_eager")))
+    """speedup_vs_eager = p50 of *fused* torch eager / p50 of the row, at the same batch size and device."""
+    on = ["batch_size", "device_name"]
+    eager = (df.filter((pl.col("runner") == "torch_eager") & (pl.col("fused") == True) &  # noqa: E712
+                       (pl.col("status") == "ok") & (pl.col("measurement") == "latency"))
+             .group_by(on).agg(pl.col("latency_p50_ms").first().alias("_eager")))
     if not len(eager):
         return df
     cols = df.columns
-    return (df.join(eager, on="batch_size", how="left")
+    return (df.join(eager, on=on, how="left")
             .with_columns((pl.col("_eager") / pl.col("latency_p50_ms")).alias("speedup_vs_eager"))
             .select(cols))
 
@@ -183,13 +217,17 @@ def accuracy_run(specs: Sequence[Spec], *, model: Any, calib: Path, common: dict
         regressor = synthetic_regressor()
     ref = eager_reference(model, cal.images)
     labels = {"uv": cal.uv, "xyz": cal.xyz, "vertices": cal.vertices}
+    from ..runners import Unavailable
+
     rows = []
     for spec in track(list(specs), "accuracy", progress):
         try:
-            runner = spec.make()
-            out = infer_all(runner, cal.images)
-            rows.append({**_row(spec, runner, None, "accuracy", "ok", common),
-                         **accuracy_row(ref, out, labels, regressor)})
+            with spec.make() as runner:
+                out = infer_all(runner, cal.images)
+                rows.append({**_row(spec, runner, None, "accuracy", "ok", common),
+                             **accuracy_row(ref, out, labels, regressor)})
+        except Unavailable as exc:
+            rows.append(_skipped(spec, "accuracy", exc, common))
         except Exception as exc:
             rows.append(_row(spec, None, None, "accuracy", _error(exc), common))
     return conform(rows)
@@ -222,8 +260,9 @@ def render(df: pl.DataFrame, title: str) -> Any:
         table.add_column(c, justify="left" if c in ("runner", "precision", "artifact") else "right")
     for r in df.iter_rows(named=True):
         if r["status"] != "ok":
+            color = "dim" if str(r["status"]).startswith("skipped") else "red"
             table.add_row(r["runner"], r["precision"] or "", Path(r["artifact"] or "").name,
-                          str(r["batch_size"] or ""), f"[red]{escape(r['status'])}[/]", *[""] * (len(cols) - 1))
+                          str(r["batch_size"] or ""), f"[{color}]{escape(r['status'])}[/]", *[""] * (len(cols) - 1))
             continue
         cells = []
         for c in cols:
@@ -231,9 +270,24 @@ def render(df: pl.DataFrame, title: str) -> Any:
             text = "" if v is None else f"{v:.3g}" if c != "latency_cov" else f"{100 * v:.1f}%"
             if c == "speedup_vs_eager" and v is not None:
                 text = f"[{'green' if v >= 1 else 'red'}]{v:.2f}x[/]"
-            if c == "latency_cov" and v is not None and v > 0.025:
+            if c == "latency_cov" and r.get("cov_warning"):
                 text = f"[yellow]{text}[/]"
             cells.append(text)
         table.add_row(r["runner"], r["precision"], escape(Path(r["artifact"] or "").name),
                       str(r["batch_size"] or ""), *cells)
     return table
+
+
+def cov_warnings(df: pl.DataFrame) -> str:
+    """One printed line naming the rows whose CoV is above trtexec's 2.5% (the `cov_warning` column); '' if none."""
+    from .latency import COV_WARN
+
+    if "cov_warning" not in df.columns:
+        return ""
+    hit = df.filter(pl.col("cov_warning") == True)  # noqa: E712
+    if not len(hit):
+        return ""
+    names = ", ".join(f"{r['runner']}/{r['precision']}/b{r['batch_size']} {100 * (r['latency_cov'] or 0):.0f}%"
+                      for r in hit.iter_rows(named=True))
+    return (f"warning: latency CoV above {100 * COV_WARN:.1f}% (trtexec's bar) in {len(hit)} row(s): {names}; "
+            "the host is noisy (other load, frequency scaling, too many threads): p50 holds up, mean/p99 less so")

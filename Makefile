@@ -12,7 +12,7 @@ WEIGHTS  ?=
 FREIHAND ?=
 CALIB_NUM ?= 64
 
-.PHONY: install test engine train baseline regress lint clean
+.PHONY: install test engine train baseline regress lint clean modelopt
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# NVIDIA ModelOpt (the INT8 peer, `int8 --quantizer modelopt`) in its own venv: its [onnx] extra pins
+# onnx~=1.21 and onnxruntime-gpu~=1.24, which cannot share .venv. Multi-GB (CUDA wheels); CPU calibration works.
+MODELOPT_VENV ?= .venv-modelopt
+MODELOPT_PIN  ?= nvidia-modelopt[onnx]==0.47.0
+$(MODELOPT_VENV)/.installed:
+	$(PYTHON) -m venv $(MODELOPT_VENV)
+	$(MODELOPT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MODELOPT_VENV)/bin/python -m pip install -q '$(MODELOPT_PIN)'
+	touch $@
+
+modelopt: $(MODELOPT_VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

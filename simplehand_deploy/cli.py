@@ -518,10 +518,15 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
 
             calib = ensure_calibration_set(Path("calibration") / "synthetic-16", synthetic=True, num=16,
                                            progress=not (quiet or json_out))
+        from .bench.accuracy import DriftMaps
+
+        maps = DriftMaps(None)
         frames.append(sweep.accuracy_run(specs, model=model, calib=calib, common=common,
-                                         progress=not (quiet or json_out)))
+                                         progress=not (quiet or json_out), drift_maps=maps))
     df = pl.concat(frames, how="vertical_relaxed")
     path = sweep.finish(df, out, env)
+    if "accuracy" in kinds:
+        maps.write(path, f"{info.config}, {calib.name}")
     failed_all = bool(len(df)) and not (df["status"] == "ok").any()
     if json_out:
         import json

@@ -81,3 +81,97 @@ def test_drift_bad_calibration_sets_exit_2(graphs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and word in err, (calib, err)
         assert "Traceback" not in err
+
+
+# -- hand regions and drift maps (issue 14) -----------------------------------------------------------
+
+def _toy_hand():
+    """21 joints spread out (wrist at 0, fingers fanned along y) and 3 vertices next to every joint."""
+    from simplehand_deploy.drift import JOINT_REGION
+
+    joints = np.zeros((21, 3))
+    for f in range(5):
+        for k in range(4):
+            joints[1 + 4 * f + k] = [0.02 * (f - 2), 0.02 * (k + 1), 0.0]
+    offsets = np.array([[0.002, 0, 0], [0, 0, 0.002], [-0.001, 0.001, 0.0]])
+    vertices = (joints[:, None, :] + offsets[None]).reshape(-1, 3)  # 63 vertices, 3 per joint in joint order
+    return joints, vertices, np.repeat(JOINT_REGION, 3)
+
+
+def test_joint_region_map_is_the_issue_s():
+    from simplehand_deploy.drift import JOINT_REGION, REGIONS
+
+    want = {"thumb": [1, 2, 3, 4], "index": [6, 7, 8], "middle": [10, 11, 12], "ring": [14, 15, 16],
+            "little": [18, 19, 20], "palm": [0, 5, 9, 13, 17]}
+    assert {r: [j for j in range(21) if REGIONS[JOINT_REGION[j]] == r] for r in REGIONS} == want
+
+
+def test_vertex_regions_nearest_joint_of_the_mean_hand():
+    from simplehand_deploy.drift import REGIONS, HandRegions, mean_hand, vertex_regions
+
+    joints, vertices, expected = _toy_hand()
+    assert (vertex_regions(vertices, joints) == expected).all()
+    # A vertex halfway-but-nearer to the index tip (8) than to the middle tip (12) is index, not middle.
+    probe = joints[8] + 0.45 * (joints[12] - joints[8])
+    assert REGIONS[vertex_regions(probe[None], joints)[0]] == "index"
+    # Labels of the same hand in other poses (rotated, translated): the mean hand is that hand again, up to a
+    # rotation, so the assignment is unchanged (without the alignment the mean is a blur and the test fails).
+    rng = np.random.default_rng(0)
+    vs, js = [], []
+    for _ in range(6):
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        q *= np.sign(np.linalg.det(q))
+        shift = rng.normal(scale=0.05, size=3)
+        vs.append(vertices @ q.T + shift)
+        js.append(joints @ q.T + shift)
+    mv, mj = mean_hand(np.stack(vs), np.stack(js))
+    assert np.allclose(np.linalg.norm(mv - mj[0], axis=1), np.linalg.norm(vertices - joints[0], axis=1), atol=1e-9)
+    assert np.allclose(np.linalg.norm(mj - mj[0], axis=1), np.linalg.norm(joints - joints[0], axis=1), atol=1e-9)
+    hand = HandRegions.from_labels(np.stack(vs), np.stack(js))
+    assert (hand.regions == expected).all()
+    assert HandRegions.from_labels(None, np.stack(js)) is None
+
+
+def test_region_columns_of_drift_row():
+    from simplehand_deploy.drift import REGION_COLUMNS, REGIONS
+
+    _, vertices, regions = _toy_hand()
+    ref = {"vertices": np.zeros((2, len(vertices), 3), np.float32)}
+    out = {"vertices": ref["vertices"].copy()}
+    for k in range(len(REGIONS)):
+        out["vertices"][:, regions == k, 0] = 0.001 * (k + 1)  # region k drifts k+1 mm
+    row = drift_row(ref, out, regions)
+    assert [row[c] for c in REGION_COLUMNS] == pytest.approx([1, 2, 3, 4, 5, 6], rel=1e-5)
+    assert "uv_drift_mean_px" not in row  # vertices-only callers (a bare GPU image) get the vertex keys
+    assert set(REGION_COLUMNS).isdisjoint(drift_row(ref, out))  # no regions known: no region columns
+
+
+def test_measure_drift_region_columns_add_up(graphs):
+    from simplehand_deploy.calibration import load_calibration_set
+    from simplehand_deploy.drift import REGION_COLUMNS, HandRegions
+
+    df = measure_drift([graphs["fp16"]], graphs["calib"], model=create_model("tiny", seed=0))
+    r = df.row(0, named=True)
+    assert all(r[c] is not None and r[c] > 0 for c in REGION_COLUMNS)
+    cal = load_calibration_set(graphs["calib"])
+    counts = np.bincount(HandRegions.from_labels(cal.vertices, cal.xyz).regions, minlength=6)
+    assert (counts > 0).all()  # every region owns vertices of the synthetic mean hand
+    assert sum(n * r[c] for n, c in zip(counts, REGION_COLUMNS, strict=True)) / counts.sum() == pytest.approx(
+        r["vertex_drift_mean_mm"], rel=1e-4)
+
+
+def test_bench_accuracy_writes_region_columns_and_drift_maps(graphs, tmp_path, capsys):
+    from simplehand_deploy.bench.results import RESULT_COLUMNS, read_results
+    from simplehand_deploy.cli import bench
+    from simplehand_deploy.drift import REGION_COLUMNS
+
+    assert set(REGION_COLUMNS) <= set(RESULT_COLUMNS)
+    code = _run(bench, ["accuracy", "--config", "tiny", "--runners", "onnxruntime", "--onnx", str(graphs["fp32"]),
+                        "--onnx", str(graphs["fp16"]), "--calib", str(graphs["calib"]), "--out",
+                        str(tmp_path / "acc"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    df = read_results(tmp_path / "acc")
+    assert df.height == 2 and df.select(list(REGION_COLUMNS)).null_count().sum_horizontal().item() == 0
+    for precision in ("fp32", "fp16"):
+        png = (tmp_path / "acc" / f"drift_map_onnxruntime_{precision}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000

@@ -18,6 +18,7 @@ from typing import Any
 
 import polars as pl
 
+from ..drift import REGION_COLUMNS
 from ..errors import UsageError
 from ..fileio import atomic_path
 
@@ -33,7 +34,7 @@ LATENCY = {"latency_mean_ms": _F, "latency_p50_ms": _F, "latency_p90_ms": _F, "l
            "speedup_vs_eager": _F, "cov_warning": _B, "latency_samples_ms": _LF}
 ACCURACY = {"num_samples": _I, "vertex_drift_mean_mm": _F, "vertex_drift_p99_mm": _F, "vertex_drift_max_mm": _F,
             "uv_drift_mean_px": _F, "uv_drift_max_px": _F, "joint_drift_mean_mm": _F, "pa_mpvpe_mm": _F,
-            "pa_mpjpe_mm": _F, "f5": _F, "f15": _F}
+            "pa_mpjpe_mm": _F, "f5": _F, "f15": _F, **{c: _F for c in REGION_COLUMNS}}
 ENV: dict[str, Any] = {k: _S for k in (
     "device_name", "device_slug", "host", "os", "arch", "python_version", "torch_version", "onnxruntime_version",
     "tensorrt_version", "cuda_version", "driver_version", "jetson_model", "jetson_power_mode", "toolkit_version",

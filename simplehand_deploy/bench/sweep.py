@@ -204,17 +204,18 @@ def add_speedup(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def accuracy_run(specs: Sequence[Spec], *, model: Any, calib: Path, common: dict, regressor: Any = None,
-                 progress: bool = True) -> pl.DataFrame:
+                 progress: bool = True, drift_maps: Any = None) -> pl.DataFrame:
+    """Accuracy rows (`drift.accuracy_row`); `drift_maps` (a bench.accuracy.DriftMaps) collects per-vertex drift."""
     from ..calibration import load_calibration_set
-    from ..drift import eager_reference
+    from ..drift import HandRegions, eager_reference, set_regressor
     from ..progress import track
     from .accuracy import accuracy_row, infer_all
 
     cal = load_calibration_set(calib)
-    if regressor is None and str(cal.manifest.get("source", "")).startswith("synthetic"):
-        from ..data.synthetic import regressor as synthetic_regressor
-
-        regressor = synthetic_regressor()
+    regressor = set_regressor(cal, regressor)
+    hand = HandRegions.from_labels(cal.vertices, cal.xyz)
+    if drift_maps is not None:
+        drift_maps.hand = hand
     ref = eager_reference(model, cal.images)
     labels = {"uv": cal.uv, "xyz": cal.xyz, "vertices": cal.vertices}
     from ..runners import Unavailable
@@ -224,8 +225,11 @@ def accuracy_run(specs: Sequence[Spec], *, model: Any, calib: Path, common: dict
         try:
             with spec.make() as runner:
                 out = infer_all(runner, cal.images)
-                rows.append({**_row(spec, runner, None, "accuracy", "ok", common),
-                             **accuracy_row(ref, out, labels, regressor)})
+                row = {**_row(spec, runner, None, "accuracy", "ok", common),
+                       **accuracy_row(ref, out, labels, regressor, hand.regions if hand else None)}
+                rows.append(row)
+                if drift_maps is not None:
+                    drift_maps.add(row["runner"], row["precision"], ref, out)
         except Unavailable as exc:
             rows.append(_skipped(spec, "accuracy", exc, common))
         except Exception as exc:

@@ -79,8 +79,11 @@ def time_host(call: Callable[[], Any], *, duration: float, iterations: int = 20,
 
 
 def drift_mm(vertices: Any, ref: np.ndarray) -> float:
+    """Mean vertex drift (mm) vs the eager reference: the shared accuracy code (numpy only, no polars)."""
+    from simplehand_deploy.drift import drift_row
+
     v = np.asarray(vertices.float().cpu().numpy() if hasattr(vertices, "float") else vertices, dtype=np.float32)
-    return float(np.linalg.norm(v - ref, axis=-1).mean() * 1000)
+    return float(drift_row({"vertices": ref}, {"vertices": v})["vertex_drift_mean_mm"] or 0.0)
 
 
 class Check:

@@ -394,13 +394,34 @@ def build(
     workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
     opt_level: Annotated[int | None, typer.Option("--opt-level", help="Builder optimisation level 0-5.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT's default TF32 for FP32 layers "
+                                       "(--no-tf32: true FP32; recorded in the key and sidecar).")] = True,
 ) -> None:
     """Build (or reuse) a TensorRT engine: name-based API, flags on TRT < 10, strongly typed on >= 10."""
     from .trt.build import build_engine
 
     art = build_engine(onnx, precision=precision, profile=_profile(profile), workspace_mb=workspace_mb,
-                       opt_level=opt_level, out_dir=out, force=force)
+                       opt_level=opt_level, out_dir=out, force=force, tf32=tf32)
     _say(f"{'reused' if art.cached else 'built'} {art.plan} (key {art.key}, {art.seconds:.0f} s)")
+
+
+@deploy.command("check-engine")
+def check_engine_cmd(
+    layers: Annotated[Path, typer.Argument(help="Engine-inspector JSON: the builder's <key>.layers.json or "
+                                           "`trtexec --exportLayerInfo=F --profilingVerbosity=detailed`.")],
+    precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")],
+    min_share: Annotated[float, typer.Option("--min-share", help="Minimum weighted share of compute layers in "
+                                             "that precision.")] = 0.5,
+) -> None:
+    """Which precision did the engine's convolutions / GEMMs really run in? Exit 0 ok, 1 short or unverifiable."""
+    from .trt.inspect import check_engine, format_report
+
+    report, verdict = check_engine(layers, precision, min_share)
+    for line in format_report(report):
+        print(line)
+    if not verdict.ok:
+        raise VerificationError(f"{layers}: {verdict.message}")
+    print(f"ok: {verdict.message}")
 
 
 @deploy.command()
@@ -415,6 +436,8 @@ def engine(
     method: Annotated[str, typer.Option("--method", help="INT8 calibration: minmax, entropy, percentile.")] = "minmax",
     profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX.")] = "1,8,64",
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
+    tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT engines with TensorRT's default TF32 "
+                                       "(--no-tf32 clears it).")] = True,
 ) -> None:
     """The main job (`make engine`): calibration set, weights, FP32/FP16/INT8 ONNX, TensorRT engines if possible."""
     from rich.console import Console
@@ -423,7 +446,7 @@ def engine(
 
     rows = run_engine_job(config=config, checkpoint=checkpoint, freihand=freihand, calib_num=calib_num, out=out,
                           precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()), method=method,
-                          profile=_profile(profile), quiet=quiet)
+                          profile=_profile(profile), quiet=quiet, tf32=tf32)
     Console(stderr=True).print(summary_table(rows))
     if any(r["status"] == "failed" for r in rows):
         raise VerificationError("some artifacts failed to build (see the summary)")

@@ -66,8 +66,12 @@ def run_engine_job(
     method: str = "minmax",
     profile: tuple[int, int, int] = (1, 8, 64),
     quiet: bool = False,
+    tf32: bool = True,
 ) -> list[dict[str, Any]]:
-    """Run the whole job; returns one summary row per artifact (what, status, path, why)."""
+    """Run the whole job; returns one summary row per artifact (what, status, path, why).
+
+    `tf32=False` builds the TensorRT engines without TensorRT's default TF32 (`engine --no-tf32`).
+    """
     from .calibration import ensure_calibration_set
     from .checkpoint import load_checkpoint
     from .export import artifact_name, export_onnx
@@ -120,13 +124,13 @@ def run_engine_job(
         rows.append({"artifact": "ONNX int8", "status": status, "path": str(int8), "note": f"Q/DQ, {method}"})
 
     _log("[4/4] TensorRT engines", quiet)
-    rows.extend(_engines(onnx_for, precisions, profile, out, quiet))
+    rows.extend(_engines(onnx_for, precisions, profile, out, quiet, tf32=tf32))
     _log(f"done in {time.time() - t0:.0f} s", quiet)
     return rows
 
 
 def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tuple[int, int, int], out: Path,
-             quiet: bool) -> list[dict[str, Any]]:
+             quiet: bool, tf32: bool = True) -> list[dict[str, Any]]:
     from ._deps import INSTALL_HINTS, tensorrt_or_none
 
     trt = tensorrt_or_none()
@@ -152,7 +156,7 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
         src = onnx_for["fp32"] if (trt_major(trt) < 10 and precision == "fp16") else onnx_for[precision]
         _log(f"      building TensorRT {precision} from {src.name} (minutes on a GPU; cached by content key)", quiet)
         try:
-            art = build_engine(src, precision=precision, profile=profile, out_dir=out)
+            art = build_engine(src, precision=precision, profile=profile, out_dir=out, tf32=tf32)
             rows.append({"artifact": f"TensorRT {precision}", "status": "reused" if art.cached else "built",
                          "path": str(art.plan), "note": f"TensorRT {trt.__version__}, {art.seconds:.0f} s"})
         except Exception as exc:  # one failed precision must not hide the others

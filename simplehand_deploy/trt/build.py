@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any
 
 from .._deps import INSTALL_HINTS, tensorrt_or_none
 from ..errors import UsageError, VerificationError
-from ..fileio import atomic_path, write_bytes_atomic, write_json_atomic
-from .cache import current_key_inputs, engine_key, plan_paths
+from ..fileio import write_bytes_atomic, write_json_atomic
+from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_paths, timing_cache_name
+from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = (1, 8, 64)
@@ -48,25 +50,29 @@ def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-def cuda_device() -> dict[str, str]:
-    """Name, SM and CUDA major of device 0 (torch, else cuda-python); UsageError without a CUDA device."""
+def cuda_device() -> dict[str, Any]:
+    """Device 0: name, SM, SM count, total memory (MB), Jetson board model and CUDA major (torch, else
+    cuda-python); UsageError without a CUDA device."""
+    from .cache import board_model
+
     try:
         import torch
 
         if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return {"name": torch.cuda.get_device_name(0), "sm": f"{major}.{minor}",
-                    "cuda_major": str(torch.version.cuda or "").split(".")[0]}
+            props = torch.cuda.get_device_properties(0)
+            return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
+                    "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
+                    "board": board_model(), "cuda_major": str(torch.version.cuda or "").split(".")[0]}
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
     found = _cuda_python_device()
     if found is None:
         raise UsageError("no CUDA device: TensorRT engines are built and run on an NVIDIA GPU "
                          "(neither torch nor cuda-python sees one)")
-    return found
+    return {**found, "board": board_model()}
 
 
-def _cuda_python_device() -> dict[str, str] | None:
+def _cuda_python_device() -> dict[str, Any] | None:
     """Device 0 through cuda-python (for machines whose torch has no CUDA, e.g. Jetson without NVIDIA's wheel)."""
     try:
         try:
@@ -81,7 +87,8 @@ def _cuda_python_device() -> dict[str, str] | None:
         if int(err) != 0:
             return None
         name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        return {"name": name, "sm": f"{props.major}.{props.minor}",
+        return {"name": name, "sm": f"{props.major}.{props.minor}", "sm_count": int(props.multiProcessorCount),
+                "memory_mb": int(props.totalGlobalMem) >> 20,
                 "cuda_major": str(version // 1000) if int(err2) == 0 else ""}
     except Exception:
         return None
@@ -112,11 +119,15 @@ def build_engine(
     timing_cache_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "engines",
     force: bool = False,
+    tf32: bool = True,
 ) -> EngineArtifact:
-    """Build (or reuse) `<out_dir>/<key>.plan` + `<key>.json` for one ONNX artifact and precision.
+    """Build (or reuse) `<out_dir>/<key>.plan` + `<key>.json` (+ `<key>.layers.json`) for one ONNX artifact.
 
-    The timing cache (default `<out_dir>/timing-cache/`) is one file per TensorRT version + GPU/SM, so
-    rebuilds after an ONNX change reuse tactic timings; the engine key never depends on it.
+    The timing cache (default `<out_dir>/timing-cache/`) is one file per TensorRT build and device identity,
+    locked and merged on its own (builds with different keys keep each other's entries); the engine key
+    never depends on it. The built engine's compute layers must show the requested precision (the
+    `check-engine` rules; for INT8 at least the artifact's own INT8 share minus a margin), else the build
+    fails and no plan is written. `tf32=False` clears TensorRT's default TF32 (recorded in key and sidecar).
     """
     if precision not in PRECISIONS:
         raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -140,9 +151,10 @@ def build_engine(
                          + (" (INT8 = the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration)"
                             if precision == "int8" else ""))
     inputs = current_key_inputs(onnx_path, precision, profile, workspace_mb=workspace_mb, opt_level=opt_level,
-                                trt_version=str(trt.__version__), device=device)
+                                trt_version=str(trt.__version__), device=device, tf32=tf32)
     key = engine_key(inputs)
     plan, sidecar = plan_paths(key, out_dir)
+    layers_file = plan.with_suffix(".layers.json")
     from filelock import FileLock
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -150,37 +162,81 @@ def build_engine(
         if not force and plan.is_file() and sidecar.is_file() and _loads(plan):
             return EngineArtifact(plan, sidecar, key, True, 0.0)
         t0 = time.time()
-        data, layers = _build(onnx_path, precision, profile, workspace_mb, opt_level,
-                              Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device)
-        honoured = precision_honoured(layers, precision)
-        if honoured is False:
-            raise VerificationError(f"TensorRT built no {precision} layer from {onnx_path.name}: refusing to hand back "
-                                    f"an engine that is {precision} in name only (GPU {device['name']} "
-                                    f"SM {device['sm']}); see the engine inspector dump with --force")
+        island = fp32_island(onnx_path) if major < 10 and precision in ("fp16", "int8") else set()
+        data, layers, engine_mem = _build(onnx_path, precision, profile, workspace_mb, opt_level,
+                                          Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device,
+                                          tf32=tf32, island=island)
+        need = expected_share(precision, read_onnx_sidecar(onnx_path))
+        verdict = verify_precision(layers, precision, need)
+        if verdict.share is not None and not verdict.ok:
+            rejected = plan.with_suffix(".rejected.layers.json")
+            write_json_atomic(rejected, layers)
+            raise VerificationError(f"TensorRT built {onnx_path.name} as {precision} in name only: {verdict.message} "
+                                    f"(GPU {device['name']} SM {device['sm']}, TensorRT {trt.__version__}); "
+                                    f"layer dump: {rejected}")
+        if verdict.share is None:
+            print(f"WARNING: {plan.name}: {precision} precision UNVERIFIED: {verdict.message}", file=sys.stderr)
+        report = _report_or_none(layers)
+        write_json_atomic(layers_file, layers)
         write_bytes_atomic(plan, data)
         meta = {"kind": "simplehand-trt-plan", "key": key, "precision": precision, "onnx": str(onnx_path),
                 "profile": {"image": {"min": lo, "opt": opt, "max": hi}}, "key_inputs": asdict(inputs),
-                "build_seconds": round(time.time() - t0, 1), "precision_verified": honoured, "layers": layers,
+                "build_seconds": round(time.time() - t0, 1), "tf32": tf32,
+                "precision_verified": verdict.ok if verdict.share is not None else None,
+                "precision_check": verdict.message, "precision_share_required": round(need, 4),
+                "precision_mix": report.mix if report else None,
+                "precision_summary": report.summary() if report else None,
+                "fp32_island_layers": len(island), "engine_device_memory_mb": engine_mem,
+                "layers_file": layers_file.name,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_json_atomic(sidecar, meta)
         return EngineArtifact(plan, sidecar, key, False, time.time() - t0)
 
 
-def precision_honoured(layers: Any, precision: str) -> bool | None:
-    """Did the engine inspector see any layer run in the requested precision? None when it cannot tell.
+def read_onnx_sidecar(onnx_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
-    The DETAILED dump names tensor formats per layer ("Half ...", "Int8 ..."; TRT 11 splits a
-    DataType field out), so a text search over it is schema-tolerant across 8.6 -> 11.
-    """
-    if precision == "fp32":
-        return True
-    if not isinstance(layers, dict) or not layers.get("Layers"):
+
+def _report_or_none(layers: Any) -> PrecisionReport | None:
+    try:
+        return analyse(layers)
+    except UsageError:
         return None
-    if all(isinstance(layer, str) for layer in layers["Layers"]):  # names only: not a DETAILED dump
-        return None
-    text = json.dumps(layers["Layers"]).lower()
-    needles = {"fp16": ("half", "fp16", "float16"), "int8": ("int8",)}[precision]
-    return any(n in text for n in needles)
+
+
+def verify_precision(layers: Any, precision: str, min_share: float) -> Verdict:
+    """The `check-engine` verdict over the builder's own inspector dump (unusable dump = unverifiable)."""
+    report = _report_or_none(layers)
+    if report is None:
+        why = layers.get("error") if isinstance(layers, dict) and layers.get("error") else "no \"Layers\" list"
+        return Verdict(False, None, f"the engine inspector gave nothing usable ({why})")
+    return judge(report, precision, min_share)
+
+
+def fp32_island(onnx_path: Path) -> set[str]:
+    """ONNX node names the FP16 conversion keeps FP32 (norms, softmax, grid path, vertex head): on weak-typed
+    TensorRT (< 10) the builder flags would run them in FP16 unless pinned."""
+    import onnx
+
+    from ..precision import FP16_BLOCK_OPS, sensitive_nodes
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    marks = sensitive_nodes(graph)
+    return {n.name for n in graph.node if n.op_type in FP16_BLOCK_OPS} | marks["grid_path"] | marks["vertex_head"]
+
+
+def island_layers(layer_names: list[str], island: set[str]) -> list[int]:
+    """Indices of network layers that come from island nodes (the ONNX parser names a layer after its node,
+    extra layers of one node as `<node>_<suffix>`)."""
+    out = []
+    for i, name in enumerate(layer_names):
+        if name in island or any(name.startswith(node + "_") for node in island):
+            out.append(i)
+    return out
 
 
 def _loads(plan: Path) -> bool:
@@ -207,7 +263,8 @@ def _network(builder: Any, major: int) -> Any:
 
 
 def _build(onnx_path: Path, precision: str, profile: tuple[int, int, int], workspace_mb: int,
-           opt_level: int | None, cache_dir: Path, device: dict[str, str]) -> tuple[bytes, Any]:
+           opt_level: int | None, cache_dir: Path, device: dict[str, Any], *, tf32: bool = True,
+           island: set[str] | None = None) -> tuple[bytes, Any, float | None]:
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -224,38 +281,94 @@ def _build(onnx_path: Path, precision: str, profile: tuple[int, int, int], works
         config.builder_optimization_level = opt_level
     if hasattr(config, "profiling_verbosity"):
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if not tf32:
+        config.clear_flag(_flag("TF32"))
     if major < 10:  # weak typing: precision through flags
         if precision in ("fp16", "int8"):
             config.set_flag(_flag("FP16"))
         if precision == "int8":
             config.set_flag(_flag("INT8"))
+        if island:
+            _pin_fp32(network, island)
+            config.set_flag(_flag("OBEY_PRECISION_CONSTRAINTS"))
     prof = builder.create_optimization_profile()
     lo, opt, hi = profile
     prof.set_shape("image", trt.Dims([lo, 3, 224, 224]), trt.Dims([opt, 3, 224, 224]), trt.Dims([hi, 3, 224, 224]))
     config.add_optimization_profile(prof)
-    cache_file = cache_dir / f"trt{trt.__version__}-{device['name'].replace(' ', '_')}-sm{device['sm']}.cache"
-    cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
-    config.set_timing_cache(cache, False)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_file = cache_dir / timing_cache_name(str(trt.__version__), device)
+    from filelock import FileLock
+
+    cache_lock = FileLock(str(cache_file) + ".lock")  # the cache file's own lock, not the plan's
+    with cache_lock:
+        start = cache_file.read_bytes() if cache_file.is_file() else b""
+    _attach_timing_cache(config, start, cache_file)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise VerificationError(f"TensorRT failed to build a {precision} engine from {onnx_path.name} (see log above)")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cache_file) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    built = config.get_timing_cache()
+    built_bytes = bytes(built.serialize()) if built is not None else None
+    with cache_lock:
+        on_disk = cache_file.read_bytes() if cache_file.is_file() else None
+        merged = merge_timing_cache(on_disk, built_bytes, config.create_timing_cache,
+                                    lambda into, other: into.combine(other, True))
+        if merged:
+            write_bytes_atomic(cache_file, merged)
     data = bytes(plan)
-    return data, _inspect(data)
+    layers, engine_mem = _inspect(data)
+    return data, layers, engine_mem
 
 
-def _inspect(data: bytes) -> Any:
-    """Engine inspector layer dump (JSON); its schema changed in TRT 11, so it is stored as parsed."""
+def _attach_timing_cache(config: Any, data: bytes, cache_file: Path) -> None:
+    """Attach the shared cache; a cache TensorRT rejects (corrupt, other device) falls back to an empty one."""
+    for attempt in (data, b""):
+        try:
+            cache = config.create_timing_cache(attempt)
+            if cache is not None and config.set_timing_cache(cache, False):
+                return
+        except Exception:  # a corrupt file must not fail the build
+            pass
+        if attempt:
+            print(f"note: timing cache {cache_file.name} rejected by TensorRT; building with an empty one",
+                  file=sys.stderr)
+    print("note: building without a timing cache (TensorRT accepted none)", file=sys.stderr)
+
+
+def _pin_fp32(network: Any, island: set[str]) -> None:
+    """TRT < 10 (weak typing): keep the island's float layers FP32 (layer precision + output types)."""
+    import tensorrt as trt
+
+    floats = (trt.float32, trt.float16)
+    names = [network.get_layer(i).name for i in range(network.num_layers)]
+    for i in island_layers(names, island):
+        layer = network.get_layer(i)
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outs or any(o.dtype not in floats for o in outs):
+            continue  # shape / index layers: no float precision to pin
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+
+
+def engine_device_memory_bytes(engine: Any) -> int | None:
+    """Device memory one execution context needs: `device_memory_size_v2` (>= 10), `device_memory_size` before."""
+    for attr in ("device_memory_size_v2", "device_memory_size"):
+        if hasattr(engine, attr):
+            return int(getattr(engine, attr))
+    return None
+
+
+def _inspect(data: bytes) -> tuple[Any, float | None]:
+    """Engine inspector layer dump (JSON, stored as parsed: its schema changed in TRT 11) + engine memory (MB)."""
     import tensorrt as trt
 
     try:
         engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(data)
+        mem = engine_device_memory_bytes(engine)
         inspector = engine.create_engine_inspector()
         if inspector is None:
-            return {}
+            return {"error": "no engine inspector"}, None if mem is None else mem / 2**20
         info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-        return json.loads(info)
-    except Exception as exc:  # inspection is diagnostic only
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return json.loads(info), None if mem is None else mem / 2**20
+    except Exception as exc:  # inspection is diagnostic: an unusable dump makes the build unverified, loudly
+        return {"error": f"{type(exc).__name__}: {exc}"}, None

@@ -15,7 +15,7 @@ INSTALL_HINTS = {
     "onnxruntime": "ONNX Runtime is not installed: `pip install onnxruntime` (or onnxruntime-gpu on CUDA machines).",
     "onnxsim": "onnxsim is not installed: `pip install onnxsim`.",
     "onnxscript": "the dynamo exporter needs onnxscript: `pip install 'simplehand-deploy[dynamo]'`.",
-    "modelopt": "ModelOpt is not installed: `pip install 'simplehand-deploy[modelopt]'` (TensorRT >= 10 desktops).",
+    "modelopt": "ModelOpt runs in its own venv (its onnx/onnxruntime pins clash with ours): `make modelopt`.",
     "pycuda": "pycuda is not installed: `pip install 'simplehand-deploy[pycuda]'` (compiles against a CUDA toolkit).",
     "cuda": "cuda-python is not installed: `pip install cuda-python`.",
 }

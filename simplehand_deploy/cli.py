@@ -316,7 +316,11 @@ def int8(
     calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder (calib-set).")],
     out: Annotated[Path, typer.Option("--out", help="Output Q/DQ .onnx.")],
     method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
-    quantizer: Annotated[str, typer.Option("--quantizer", help="ort (default) or modelopt.")] = "ort",
+    quantizer: Annotated[str, typer.Option("--quantizer", help=(
+        "ort (default): ours, ONNX Runtime's calibrators with TensorRT-style placement. modelopt: NVIDIA ModelOpt "
+        "0.47 ONNX PTQ in its own venv (`make modelopt` -> .venv-modelopt/, or $SIMPLEHAND_MODELOPT_VENV); its own "
+        "placement (--placement/--max-drift-mm do not apply), --method minmax (its max) or entropy, FP16 remainder, "
+        "opset 19 (TensorRT >= 10)."))] = "ort",
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Extra node names to keep float.")] = None,
     placement: Annotated[str, typer.Option(
         "--placement", help="dense (default): INT8 on the backbone's dense convs/matmuls and the deconv, depthwise "
@@ -339,6 +343,11 @@ def int8(
         _say(f"sensitivity repair: drift {rep['drift_all_quantised_mm']:.3f} -> {rep['final_drift_mm']:.3f} mm "
              f"(budget {rep['budget_mm']} mm), {len(rep['excluded_groups'])} layer group(s) kept float", quiet)
     share = side.get("int8_mac_share")
+    if quantizer == "modelopt":
+        from .precision.modelopt import describe
+
+        _say(f"wrote {path} ({describe(read_sidecar(path))})", quiet)
+        return
     _say(f"wrote {path} (placement {placement}"
          + (f", {share:.1%} of weighted-layer MACs in INT8)" if share is not None else ")"), quiet)
 

@@ -89,3 +89,8 @@ def int8_mac_share(graph: Any) -> float | None:
     quantised = int8_inputs(model)
     total = sum(macs.values())
     return sum(v for k, v in macs.items() if k in quantised) / total if total else None
+
+
+def qdq_count(graph: Any) -> int:
+    """Number of QuantizeLinear + DequantizeLinear nodes in a graph (ModelProto or path)."""
+    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in _model(graph).graph.node)

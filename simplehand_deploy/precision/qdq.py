@@ -81,12 +81,13 @@ def quantize_int8(
         raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if placement not in PLACEMENTS:
         raise UsageError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
-    if quantizer == "modelopt":
-        from .._deps import require
+    if quantizer == "modelopt":  # NVIDIA's quantiser in its own venv (precision/modelopt.py)
+        if max_drift_mm is not None:
+            raise UsageError("--max-drift-mm (sensitivity repair) belongs to --quantizer ort; ModelOpt places "
+                             "its own Q/DQ (use --exclude to keep nodes float)")
+        from .modelopt import quantize_modelopt
 
-        require("modelopt.onnx.quantization")
-        raise UsageError("--quantizer modelopt: ModelOpt emits opset >= 19 graphs for TensorRT >= 10 only; "
-                         "run `python -m modelopt.onnx.quantization` directly for that route")
+        return quantize_modelopt(src, calib, out, method=method, exclude=exclude, progress=progress)
     if quantizer != "ort":
         raise UsageError(f"--quantizer {quantizer!r}: choose ort or modelopt")
     from ..calibration import load_calibration_set

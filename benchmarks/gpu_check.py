@@ -33,49 +33,53 @@ SECTIONS = ("eager", "graphs", "compile", "ort", "trt")
 
 
 def _stats(times_ms: list[float]) -> dict[str, float]:
-    """trtexec's definitions (the harness's `stats`) where the package is importable, plain numpy otherwise."""
-    try:
-        from simplehand_deploy.bench.latency import stats
-    except ImportError:
-        t = np.asarray(times_ms)
-        return {"latency_mean_ms": float(t.mean()), "latency_p50_ms": float(np.median(t)),
-                "latency_p99_ms": float(np.percentile(t, 99))}
+    """trtexec's definitions: the harness's `stats` (bench/latency.py is importable without polars)."""
+    from simplehand_deploy.bench.latency import stats
+
     s = stats(times_ms)
     return {k: s[k] for k in ("latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "latency_cov")}
 
 
+class _StreamEvent:
+    """A torch timing event recorded on one given stream (the shared loop's event protocol)."""
+
+    def __init__(self, stream: Any) -> None:
+        import torch
+
+        self.ev, self.stream = torch.cuda.Event(enable_timing=True), stream
+
+    def record(self) -> None:
+        self.ev.record(self.stream)
+
+    def synchronize(self) -> None:
+        self.ev.synchronize()
+
+    def elapsed_ms(self, end: _StreamEvent) -> float:
+        return float(self.ev.elapsed_time(end.ev))
+
+
 def time_gpu(launch: Callable[[], Any], stream: Any, *, duration: float, iterations: int = 20,
-             warmup: float = 0.3) -> dict[str, float]:
-    """CUDA events around each launch on `stream`: at least `iterations` AND `duration` seconds, after a warm-up."""
-    import torch
+             warmup: float = 0.3, new_event: Callable[[], Any] | None = None) -> dict[str, float]:
+    """The harness's GPU timing (bench.latency.time_gpu: event pair per inference on `stream`, one inference
+    queued ahead, one sync per window, throughput = inferences / window wall time), after a warm-up.
+
+    `launch` must put its work on `stream` (torch graph replays run inside `torch.cuda.stream(stream)`)."""
+    from simplehand_deploy.bench.latency import time_gpu as shared
 
     end = time.perf_counter() + warmup
     while time.perf_counter() < end:
         launch()
     stream.synchronize()
-    times: list[float] = []
-    t_end = time.perf_counter() + duration
-    while len(times) < iterations or time.perf_counter() < t_end:
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(stream)
-        launch()
-        b.record(stream)
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return _stats(times)
+    times, wall = shared(launch, new_event or (lambda: _StreamEvent(stream)), duration=duration,
+                         iterations=iterations)
+    return {**_stats(times), "throughput_exec_s": len(times) / wall}
 
 
 def time_host(call: Callable[[], Any], *, duration: float, iterations: int = 20, warmup: float = 0.3) -> dict:
-    end = time.perf_counter() + warmup
-    while time.perf_counter() < end:
-        call()
-    times: list[float] = []
-    t_end = time.perf_counter() + duration
-    while len(times) < iterations or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - t0) * 1000)
-    return _stats(times)
+    """The harness's host timing (bench.latency.time_host): perf_counter around each synchronous call."""
+    from simplehand_deploy.bench.latency import time_host as shared
+
+    return _stats(shared(call, duration=duration, iterations=iterations, warmup=warmup))
 
 
 def drift_mm(vertices: Any, ref: np.ndarray) -> float:
@@ -110,8 +114,9 @@ class Check:
                                "latency_p99_ms": None, "latency_cov": None, "images_per_s": None,
                                "vertex_drift_mean_mm": drift, "note": note}
         if timing:
+            per_s = timing.pop("throughput_exec_s", None) or 1000 / timing["latency_mean_ms"]
             row.update(timing)
-            row["images_per_s"] = batch * 1000 / timing["latency_mean_ms"] if batch else None
+            row["images_per_s"] = batch * per_s if batch else None
         self.rows.append(row)
         if not self.args.quiet:
             lat = f"{row['latency_p50_ms']:.3f} ms p50" if timing else status
@@ -170,9 +175,14 @@ class Check:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, stream=stream):
                 static_out = model(static_in)
-        graph.replay()
+
+        def replay() -> None:  # CUDAGraph.replay() launches on the *current* stream: make it `stream`
+            with torch.cuda.stream(stream):
+                graph.replay()
+
+        replay()
         stream.synchronize()
-        return time_gpu(graph.replay, stream, duration=self.args.duration), static_out[1]
+        return time_gpu(replay, stream, duration=self.args.duration), static_out[1]
 
     def compiled(self) -> None:
         import copy
@@ -266,14 +276,21 @@ class Check:
                 continue
             for graphs in (True, False):
                 engine = TrtEngine(art.plan, cuda_graphs=graphs, buffers="torch")
-                for b, x in self.images.items():
-                    out = engine.infer(x)["vertices"]
-                    engine.prepare(b)
-                    timing = time_gpu(lambda e=engine, b=b: e.enqueue(b), engine.stream, duration=self.args.duration)
-                    used = b in engine._graphs
-                    self.add("trt", "tensorrt-graphs" if used else "tensorrt", precision, b, "ok",
-                             f"TRT {trt.__version__}, {'cached' if art.cached else f'built {art.seconds:.0f} s'}",
-                             timing=timing, drift=drift_mm(out, self.ref[b]))
+                mix = json.loads(art.sidecar.read_text()).get("precision_mix")
+                try:
+                    for b, x in self.images.items():
+                        out = engine.infer(x)["vertices"]
+                        engine.prepare(b)
+                        timing = time_gpu(lambda e=engine, b=b: e.enqueue(b), engine.stream, new_event=engine.event,
+                                          duration=self.args.duration)
+                        used = b in engine._graphs
+                        self.add("trt", "tensorrt-graphs" if used else "tensorrt", precision, b, "ok",
+                                 f"TRT {trt.__version__}, ran {mix or '?'}, engine memory "
+                                 f"{engine.engine_device_memory_mb or 0:.0f} MB, "
+                                 f"{'cached' if art.cached else f'built {art.seconds:.0f} s'}",
+                                 timing=timing, drift=drift_mm(out, self.ref[b]))
+                finally:
+                    engine.close()
 
 
 class SkipSection(Exception):

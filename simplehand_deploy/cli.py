@@ -537,7 +537,8 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
     model, info = load_model_for_cli(checkpoint, config, fused=False, quiet=quiet or json_out)
     found_onnx, found_plans = sweep.find_artifacts(engines_dir, info.config, info.short)
     specs = sweep.build_specs(names, model=model, info=info, onnx=onnx or found_onnx, plans=engines or found_plans,
-                              engines_dir=engines_dir, quiet=quiet or json_out, threads=threads)
+                              engines_dir=engines_dir, quiet=quiet or json_out, threads=threads,
+                              check_plans=not engines)
     env = fingerprint()
     common = {"config": info.config, "weights": info.short, **env}
     frames = []
@@ -570,6 +571,13 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
         console = Console()
         for kind, frame in zip(kinds, frames, strict=True):
             console.print(sweep.render(frame, f"{kind}: {env['device_name']} ({info.config}, weights {info.short})"))
+        lines = sweep.trtexec_lines(df)
+        if lines:
+            from rich.markup import escape
+
+            console.print("equivalent trtexec commands (GPU compute, one inference queued ahead):")
+            for line in lines:
+                console.print(f"  {escape(line)}", soft_wrap=True)
         warning = sweep.cov_warnings(df)
         if warning:
             from rich.markup import escape

@@ -56,3 +56,68 @@ def test_failed_deserialisation_is_a_cache_miss(artifacts):
     art.plan.write_bytes(b"not a plan")
     again = build_engine(src, precision="fp32", out_dir=artifacts / "engines")
     assert not again.cached and again.key == art.key and again.plan.stat().st_size > 1000
+
+
+# --- issue 12 item 1: CUDA-graph replay on the engine's stream (fastvit_ma36, batch 8) ----------------------
+
+
+@pytest.fixture(scope="module")
+def ma36_plan(tmp_path_factory):
+    """fastvit_ma36 FP32 engine (profile 1..8..8). Latency and graph-vs-plain equality are properties of the
+    engine and its runtime, not of the weights, so seed weights serve here."""
+    from simplehand_deploy.checkpoint import load_checkpoint
+    from simplehand_deploy.export import export_onnx
+    from simplehand_deploy.trt.build import build_engine
+
+    root = tmp_path_factory.mktemp("ma36")
+    model, info = load_checkpoint(None, "fastvit_ma36")
+    onnx = export_onnx(model, root / "simplehand-fastvit_ma36-seed0-fp32.onnx", info=info, parity=False,
+                       progress=False)
+    return build_engine(onnx, precision="fp32", profile=(1, 8, 8), out_dir=root / "engines").plan
+
+
+def test_graph_latency_is_not_a_microsecond_reading(ma36_plan):
+    """Graph replay on the wrong stream timed an empty stream (~microseconds). Graph time must be at least
+    half the plain-enqueue time: graphs save launch overhead, not half of fastvit_ma36's compute."""
+    from simplehand_deploy.bench.latency import measure
+    from simplehand_deploy.runners.tensorrt import TrtRunner
+
+    p50 = {}
+    for graphs in (True, False):
+        with TrtRunner(ma36_plan, cuda_graphs=graphs) as runner:
+            out = measure(runner, 8, duration=1.0, iterations=50, warmup=0.3)
+            assert runner.describe()["cuda_graphs"] is graphs
+        p50[graphs] = out["latency_p50_ms"]
+    assert p50[True] >= 0.5 * p50[False], p50
+
+
+def test_graph_outputs_equal_plain_outputs_with_cuda_tensor_input(ma36_plan):
+    """A CUDA-tensor input still being produced on torch's stream must be waited for by the graph's stream."""
+    import torch
+
+    from simplehand_deploy.trt.runtime import TrtEngine
+
+    def slow_input(seed: int) -> torch.Tensor:
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        x = torch.rand((8, 3, 224, 224), generator=g, device="cuda")
+        big = torch.rand((4096, 4096), device="cuda")
+        for _ in range(20):  # keep the producing stream busy so a missing wait reads stale data
+            big = big @ big / 4096
+        return x * 255 + big[0, 0] * 0
+
+    graph = TrtEngine(ma36_plan, cuda_graphs=True, buffers="torch")
+    plain = TrtEngine(ma36_plan, cuda_graphs=False, buffers="torch")
+    try:
+        graph.infer(slow_input(0))
+        assert 8 in graph._graphs  # the graph was captured
+        x = slow_input(1)
+        got = graph.infer(x)
+        want = plain.infer(x.clone())
+        other = plain.infer(slow_input(0))
+        gap = max(float(np.abs(want[k] - other[k]).max()) for k in ("uv", "vertices"))
+        assert gap > 1e-5, "precondition: two different inputs must give different outputs"
+        for k in ("uv", "vertices"):
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=gap / 100)
+    finally:
+        graph.close()
+        plain.close()

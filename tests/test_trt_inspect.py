@@ -17,6 +17,7 @@ from simplehand_deploy.trt.inspect import (
     layer_kind,
     layer_precision,
     load_dump,
+    onnx_int8_weight_share,
     parse_datatype,
     tensor_datatype,
 )
@@ -165,3 +166,30 @@ def test_no_tf32_reaches_the_builder(monkeypatch, tmp_path):
     assert _run(deploy, ["build", "--onnx", str(onnx), "--no-tf32"]) == 0 and seen["build"] is False
     assert _run(deploy, ["build", "--onnx", str(onnx)]) == 0 and seen["build"] is True
     assert _run(deploy, ["engine", "--no-tf32", "--quiet"]) == 0 and seen["engine"] is False
+
+
+def test_onnx_int8_weight_share_counts_quantised_layers_by_weight(tmp_path):
+    """Two MatMuls: one reads a DequantizeLinear (INT8 in TensorRT), one reads float; weights 6 and 2 elements."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w_q = numpy_helper.from_array(np.ones((3, 2), np.float32), "w_q")
+    w_f = numpy_helper.from_array(np.ones((2, 1), np.float32), "w_f")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xdq"]),
+             helper.make_node("QuantizeLinear", ["w_q", "s", "z"], ["wq"]),
+             helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["wdq"]),
+             helper.make_node("MatMul", ["xdq", "wdq"], ["h"]),
+             helper.make_node("MatMul", ["h", "w_f"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                              [w_q, w_f, scale, zero])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert onnx_int8_weight_share(path) == pytest.approx(6 / 8)
+    # the builder's expectation: the lower of sidecar MAC share and weight share, minus the margin
+    assert expected_share("int8", {"int8": {"int8_mac_share": 0.9}}, 0.75) == pytest.approx(0.55)
+    assert expected_share("int8", {"int8": {"int8_mac_share": 0.6}}, 0.75) == pytest.approx(0.4)

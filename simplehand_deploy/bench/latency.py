@@ -74,21 +74,48 @@ def median_ms(fn: Callable[[], Any], iterations: int = 5, *, warmup_calls: int =
     return stats(time_host(fn, iterations=iterations, warmup_calls=warmup_calls))["latency_p50_ms"]
 
 
-def _time_gpu(runner: Any, batch: int, duration: float, iterations: int) -> list[float]:
-    """GPU compute time per launch: CUDA events recorded around each launch on the runner's stream."""
-    import torch
+class _TorchEvent:
+    """A timing event on torch's current stream (for runners that launch there: torch eager/compile)."""
 
-    stream = getattr(getattr(runner, "engine", None), "stream", None) or torch.cuda.current_stream()
-    times: list[float] = []
+    def __init__(self) -> None:
+        import torch
+
+        self.ev = torch.cuda.Event(enable_timing=True)
+        self.stream = torch.cuda.current_stream()
+
+    def record(self) -> None:
+        self.ev.record(self.stream)
+
+    def synchronize(self) -> None:
+        self.ev.synchronize()
+
+    def elapsed_ms(self, end: _TorchEvent) -> float:
+        return float(self.ev.elapsed_time(end.ev))
+
+
+def time_gpu(launch: Callable[[], Any], new_event: Callable[[], Any], *, duration: float, iterations: int,
+             queued: int = 1) -> tuple[list[float], float]:
+    """GPU compute time per inference the way trtexec measures it; returns (ms per inference, window seconds).
+
+    Each inference is bracketed by an event pair recorded on the stream it runs on (`new_event()` gives
+    an event of the runner's own backend: torch, cuda-python or pycuda, with record / synchronize /
+    elapsed_ms). `queued` inferences stay enqueued ahead of the one the host waits for (trtexec's
+    default depth: one), so the GPU never idles between inferences; the host reads no timing until the
+    one sync at the end of the window. Throughput is then inferences / window wall time.
+    """
+    pairs: list[tuple[Any, Any]] = []
     start = time.perf_counter()
-    while len(times) < iterations or time.perf_counter() - start < duration:
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record(stream)
-        runner.launch(batch)
-        e1.record(stream)
-        e1.synchronize()
-        times.append(e0.elapsed_time(e1))
-    return times
+    while len(pairs) < iterations or time.perf_counter() - start < duration:
+        e0, e1 = new_event(), new_event()
+        e0.record()
+        launch()
+        e1.record()
+        pairs.append((e0, e1))
+        if len(pairs) > queued:
+            pairs[-1 - queued][1].synchronize()  # bound the queue: wait for the inference `queued` back
+    pairs[-1][1].synchronize()  # the window's one final sync
+    wall = time.perf_counter() - start
+    return [a.elapsed_ms(b) for a, b in pairs], wall
 
 
 def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int = 10, warmup: float = 0.2) -> dict:
@@ -100,41 +127,53 @@ def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int =
     """
     runner.prepare(batch)
     on_gpu = str(getattr(runner, "device", "cpu")).startswith("cuda")
+    torch_memory = on_gpu and getattr(runner, "torch_allocator", True)  # TensorRT allocates outside torch
     end = time.perf_counter() + warmup
     while time.perf_counter() < end:
         runner.launch(batch)
         runner.synchronize()
-    if on_gpu:
+    if torch_memory:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if on_gpu:
-        times = _time_gpu(runner, batch, duration, iterations)
+        new_event = getattr(runner, "event", None)
+        times, wall = time_gpu(lambda: runner.launch(batch), new_event if callable(new_event) else _TorchEvent,
+                               duration=duration, iterations=iterations)
+        per_s = len(times) / wall  # trtexec: inferences / wall time of the window
     else:
         times = time_host(lambda: runner.launch(batch), duration=duration, iterations=iterations, warmup_calls=0)
-    wall = time.perf_counter() - start
+        wall = time.perf_counter() - start
+        per_s = 1000.0 / stats(times)["latency_mean_ms"]
     out: dict[str, Any] = stats(times)
     out.update({"iterations": len(times), "duration_s": wall,
-                "throughput_exec_s": 1000.0 / out["latency_mean_ms"],
-                "throughput_img_s": batch * 1000.0 / out["latency_mean_ms"],
+                "throughput_exec_s": per_s,
+                "throughput_img_s": batch * per_s,
                 "latency_samples_ms": [float(t) for t in times],
                 "cov_warning": out["latency_cov"] > COV_WARN})
     threads = getattr(runner, "threads", None)
     if callable(threads):
         out["cpu_threads"] = threads()
-    if on_gpu:
+    if torch_memory:
         import torch
 
         out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    command = getattr(runner, "trtexec_command", None)
+    if callable(command):
+        out["trtexec_command"] = command(batch, duration=duration, iterations=iterations, warmup=warmup)
     return out
 
 
-def trtexec_command(plan: str, batch: int, trt_version: str, *, cuda_graphs: bool = True) -> str:
-    """The equivalent trtexec line for an engine run, given the version's defaults (flipped in TRT 11)."""
+def trtexec_command(plan: str, batch: int, trt_version: str, *, cuda_graphs: bool = True, duration: float = 3.0,
+                    iterations: int = 10, warmup: float = 0.2) -> str:
+    """The equivalent trtexec line for an engine run, given the version's defaults (flipped in TRT 11).
+
+    Both time GPU compute per inference with one inference queued ahead (trtexec's default depth)."""
     major = int(trt_version.split(".")[0]) if trt_version else 10
     shape = f"--shapes=image:{batch}x3x224x224"
-    base = f"trtexec --loadEngine={plan} {shape} --warmUp=200 --duration=3 --iterations=10"
+    base = (f"trtexec --loadEngine={plan} {shape} --warmUp={round(warmup * 1000)} --duration={duration:g} "
+            f"--iterations={iterations}")
     if major >= 11:  # graphs, spin-wait and no transfers are the defaults
         return base + ("" if cuda_graphs else " --noCudaGraph")
     return base + " --noDataTransfers --useSpinWait" + (" --useCudaGraph" if cuda_graphs else "")

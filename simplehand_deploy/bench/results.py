@@ -32,6 +32,10 @@ LATENCY = {"latency_mean_ms": _F, "latency_p50_ms": _F, "latency_p90_ms": _F, "l
            "latency_p99_ms": _F, "latency_min_ms": _F, "latency_max_ms": _F, "latency_cov": _F, "iterations": _I,
            "duration_s": _F, "throughput_img_s": _F, "throughput_exec_s": _F, "peak_memory_mb": _F,
            "speedup_vs_eager": _F, "cov_warning": _B, "latency_samples_ms": _LF}
+# TensorRT rows (issue 12): what ran (from the engine's layer datatypes), its memory outside torch's allocator,
+# and the equivalent trtexec line. `precision` keeps fp32|fp16|int8 (regression matching keys on it).
+TENSORRT = {"precision_mix": _S, "precision_verified": _B, "engine_device_memory_mb": _F,
+            "device_memory_delta_mb": _F, "trtexec_command": _S}
 ACCURACY = {"num_samples": _I, "vertex_drift_mean_mm": _F, "vertex_drift_p99_mm": _F, "vertex_drift_max_mm": _F,
             "uv_drift_mean_px": _F, "uv_drift_max_px": _F, "joint_drift_mean_mm": _F, "pa_mpvpe_mm": _F,
             "pa_mpjpe_mm": _F, "f5": _F, "f15": _F, **{c: _F for c in REGION_COLUMNS}}
@@ -40,7 +44,7 @@ ENV: dict[str, Any] = {k: _S for k in (
     "tensorrt_version", "cuda_version", "driver_version", "jetson_model", "jetson_power_mode", "toolkit_version",
     "run_id", "timestamp", "cpu_model")}
 ENV["cpu_count"] = _I
-RESULT_COLUMNS: dict[str, Any] = {**IDENTITY, **LATENCY, **ACCURACY, **ENV}
+RESULT_COLUMNS: dict[str, Any] = {**IDENTITY, **LATENCY, **TENSORRT, **ACCURACY, **ENV}
 SAMPLES = "latency_samples_ms"  # parquet only (see the module doc)
 REQUIRED = ("runner", "precision", "batch_size", "measurement", "status", "device_name")
 FILES = ("results.parquet", "results.csv", "results.json", "results.md")

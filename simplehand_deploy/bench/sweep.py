@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import UsageError
-from .results import conform
+from .results import TENSORRT, conform
 
 CPU_BATCHES = (1, 2, 4, 8)
 GPU_BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -68,7 +68,9 @@ def find_artifacts(engines_dir: Path, config: str, weights: str) -> tuple[list[P
 
 
 def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence[Path], plans: Sequence[Path],
-                engines_dir: Path, quiet: bool, threads: int | None = None) -> list[Spec]:
+                engines_dir: Path, quiet: bool, threads: int | None = None, check_plans: bool = True) -> list[Spec]:
+    """Runner specs; TensorRT plans go through `select_plans` (`check_plans=False`: plans the user named
+    are not checked against the current ONNX artifacts, only against this machine)."""
     from ..runners import get_runner
 
     names = {"torch": "torch_eager", "torch_unfused": "torch_unfused", "torch_compile": "torch_compile"}
@@ -87,11 +89,58 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
                 specs.append(Spec("onnxruntime", _precision_of(p), str(p),
                                   lambda p=p: get_runner("onnxruntime", onnx=p, threads=threads)))
         elif name == "tensorrt":
-            for p in plans:
-                specs.append(Spec("tensorrt", "?", str(p), lambda p=p: get_runner("tensorrt", plan=p)))
+            for p, precision, reason in select_plans(plans, onnx if check_plans else None):
+                if reason is None:
+                    specs.append(Spec("tensorrt", precision, str(p), lambda p=p: get_runner("tensorrt", plan=p)))
+                else:
+                    specs.append(Spec("tensorrt", precision, str(p), lambda r=reason: _unavailable(r)))
             if not plans:
                 specs.append(Spec("tensorrt", "", "", _no_plans))
     return specs
+
+
+def select_plans(plans: Sequence[Path], onnx: Sequence[Path] | None) -> list[tuple[Path, str, str | None]]:
+    """(plan, precision, None | why it is skipped) for each plan: only plans whose sidecar matches a current
+    ONNX artifact (by sha256) and this machine (TensorRT version, GPU, SM, SM count, memory, board) run."""
+    import json
+
+    from .._deps import tensorrt_or_none
+    from ..fileio import sha256_file
+    from ..trt.cache import machine_key_fields, plan_skip_reason
+
+    machine: dict[str, Any] = {}
+    trt = tensorrt_or_none()
+    if trt is not None and plans:
+        from ..trt.build import cuda_device
+
+        try:
+            machine = machine_key_fields(str(trt.__version__), cuda_device())
+        except UsageError:
+            machine = {}  # no GPU: opening the runner says so
+    shas = {sha256_file(p) for p in onnx} if onnx is not None else None
+    out = []
+    for p in plans:
+        try:
+            meta = json.loads(Path(p).with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        precision = str(meta.get("precision", "")) if isinstance(meta, dict) else ""
+        out.append((Path(p), precision, plan_skip_reason(meta, onnx_shas=shas, machine=machine)))
+    return out
+
+
+def _unavailable(reason: str) -> Any:
+    from ..runners import Unavailable
+
+    raise Unavailable(reason)
+
+
+def trtexec_lines(df: pl.DataFrame) -> list[str]:
+    """The equivalent trtexec command of each measured TensorRT row (printed under the table)."""
+    if "trtexec_command" not in df.columns:
+        return []
+    rows = df.filter(pl.col("trtexec_command").is_not_null() & (pl.col("status") == "ok"))
+    return [f"{r['precision']} b{r['batch_size']}: {r['trtexec_command']}" for r in rows.iter_rows(named=True)]
 
 
 def _no_plans() -> Any:
@@ -130,7 +179,8 @@ def _row(spec: Spec, runner: Any | None, batch: int | None, measurement: str, st
             "batch_size": batch, "measurement": measurement, "status": status, "artifact": spec.artifact,
             "artifact_sha256": desc.get("artifact_sha256", ""), "fused": desc.get("fused"),
             "timing_scope": desc.get("timing_scope", ""), "cuda_graphs": desc.get("cuda_graphs", False),
-            "cpu_threads": threads() if callable(threads) else None, **common}
+            "cpu_threads": threads() if callable(threads) else None,
+            **{k: desc[k] for k in TENSORRT if k in desc}, **common}
 
 
 def _error(exc: BaseException) -> str:

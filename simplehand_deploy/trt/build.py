@@ -23,7 +23,7 @@ from .._deps import INSTALL_HINTS, tensorrt_or_none
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
 from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_paths, timing_cache_name
-from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge
+from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge, onnx_int8_weight_share
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = (1, 8, 64)
@@ -166,7 +166,8 @@ def build_engine(
         data, layers, engine_mem = _build(onnx_path, precision, profile, workspace_mb, opt_level,
                                           Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device,
                                           tf32=tf32, island=island)
-        need = expected_share(precision, read_onnx_sidecar(onnx_path))
+        need = expected_share(precision, read_onnx_sidecar(onnx_path),
+                              onnx_int8_weight_share(onnx_path) if precision == "int8" else None)
         verdict = verify_precision(layers, precision, need)
         if verdict.share is not None and not verdict.ok:
             rejected = plan.with_suffix(".rejected.layers.json")

@@ -119,7 +119,8 @@ def plan_skip_reason(sidecar: Any, *, onnx_shas: Collection[str] | None, machine
     built = sidecar["key_inputs"]
     if onnx_shas is not None and built.get("onnx_sha256") not in onnx_shas:
         sha = str(built.get("onnx_sha256") or "?")[:12]
-        return f"stale: built from ONNX sha256 {sha}..., which is no current artifact (rebuild: make engine)"
+        return (f"stale: built from ONNX sha256 {sha}..., not one of the current ONNX artifacts of this model "
+                "(rebuild: make engine)")
     for key, label in MACHINE_FIELDS:
         was, here = built.get(key), machine.get(key)
         if was in (None, "", 0) or here in (None, "", 0):

@@ -3,13 +3,16 @@
 Buffers are torch CUDA tensors by default (zero-copy against the eager baseline, no extra
 dependency; NVIDIA's own samples dropped pycuda). Where torch has no CUDA (e.g. a Jetson without
 NVIDIA's torch wheel) cuda-python's runtime bindings take over; pycuda only when asked for.
-Each batch size gets its own captured CUDA graph, because a graph bakes in shapes and addresses;
-capture is preceded by one plain enqueue so TensorRT's lazy initialisation is not captured, runs
-on a non-default stream, and falls back to plain enqueue if capture fails.
+Each batch size gets its own execution context (shape and addresses bound once) and its own captured
+CUDA graph, because a graph bakes in shapes and addresses; the contexts share one device-memory block.
+Capture is preceded by one plain enqueue so TensorRT's lazy initialisation is not captured, runs on a
+non-default stream, and falls back to plain enqueue if capture fails. Graph replay happens on that
+same stream (torch's `CUDAGraph.replay()` would otherwise launch on the current stream).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -36,11 +39,33 @@ def _np_dtype(trt: Any, dt: Any) -> Any:
 
 
 # Buffer backends ------------------------------------------------------------------------------------------------
-# Each one owns a non-default stream and offers: empty, ptr, upload, download, synchronize, capture.
+# Each one owns a non-default stream and offers: empty, free, ptr, upload, download, synchronize, capture,
+# event (its own CUDA events, recorded on that stream: item 8 of issue 12) and mem_get_info.
+
+
+class _TorchEvent:
+    def __init__(self, torch: Any, stream: Any) -> None:
+        self.ev = torch.cuda.Event(enable_timing=True)
+        self.stream = stream
+
+    def record(self) -> None:
+        self.ev.record(self.stream)
+
+    def synchronize(self) -> None:
+        self.ev.synchronize()
+
+    def elapsed_ms(self, end: _TorchEvent) -> float:
+        return float(self.ev.elapsed_time(end.ev))
 
 
 class _TorchMem:
-    """torch CUDA tensors and a torch stream; graphs via torch.cuda.CUDAGraph."""
+    """torch CUDA tensors and a torch stream; graphs via torch.cuda.CUDAGraph.
+
+    `CUDAGraph.replay()` launches on the *current* stream, whatever stream it was captured on, and
+    `torch.cuda.Stream()` is non-blocking (not ordered against the legacy default stream): replay therefore
+    runs inside `torch.cuda.stream(self.stream)`, where the timing events are recorded too, and uploads of
+    CUDA tensors made on another stream are ordered with `wait_stream`.
+    """
 
     name = "torch"
 
@@ -55,12 +80,21 @@ class _TorchMem:
         t = self.torch
         return t.empty(shape, dtype=t.from_numpy(np.zeros(0, dtype)).dtype, device="cuda")
 
+    def free(self, buf: Any) -> None:
+        pass  # the caching allocator takes it back when the last reference goes
+
     def ptr(self, buf: Any) -> int:
         return int(buf.data_ptr())
 
     def upload(self, buf: Any, data: Any) -> None:
-        with self.torch.cuda.stream(self.stream):
-            buf.copy_(self.torch.as_tensor(data).to(buf.dtype), non_blocking=False)
+        torch = self.torch
+        src = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(data))
+        if src.is_cuda:
+            self.stream.wait_stream(torch.cuda.current_stream(src.device))  # the producer's work first
+        with torch.cuda.stream(self.stream):
+            buf.copy_(src, non_blocking=False)  # converts dtype too
+            if src.is_cuda:
+                src.record_stream(self.stream)
 
     def download(self, buf: Any) -> np.ndarray:
         self.stream.synchronize()
@@ -70,13 +104,27 @@ class _TorchMem:
         self.stream.synchronize()
 
     def capture(self, launch: Callable[[], None]) -> Callable[[], None] | None:
-        graph = self.torch.cuda.CUDAGraph()
+        torch = self.torch
+        graph = torch.cuda.CUDAGraph()
         try:
-            with self.torch.cuda.graph(graph, stream=self.stream):
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
                 launch()
         except Exception:
             return None
-        return graph.replay
+
+        def replay() -> None:
+            with torch.cuda.stream(self.stream):  # replay() launches on the current stream
+                graph.replay()
+
+        replay.graph = graph  # type: ignore[attr-defined]  # keep the graph alive with its replay
+        return replay
+
+    def event(self) -> _TorchEvent:
+        return _TorchEvent(self.torch, self.stream)
+
+    def mem_get_info(self) -> tuple[int, int]:
+        free, total = self.torch.cuda.mem_get_info()
+        return int(free), int(total)
 
 
 def _cudart() -> Any:
@@ -90,6 +138,33 @@ def _cudart() -> Any:
     return cudart
 
 
+def _ok(result: Any) -> Any:
+    """cuda-python returns (err, *values): raise on err, unwrap the values."""
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA runtime call failed: {err}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+class _CudaEvent:
+    def __init__(self, rt: Any, stream: Any) -> None:
+        self.rt, self.stream = rt, stream
+        self.ev = _ok(rt.cudaEventCreate())
+
+    def record(self) -> None:
+        _ok(self.rt.cudaEventRecord(self.ev, self.stream))
+
+    def synchronize(self) -> None:
+        _ok(self.rt.cudaEventSynchronize(self.ev))
+
+    def elapsed_ms(self, end: _CudaEvent) -> float:
+        return float(_ok(self.rt.cudaEventElapsedTime(self.ev, end.ev)))
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.rt.cudaEventDestroy(self.ev)
+
+
 class _CudaPythonMem:
     """Raw cudaMalloc'd buffers through cuda-python's runtime bindings."""
 
@@ -97,20 +172,22 @@ class _CudaPythonMem:
 
     def __init__(self) -> None:
         self.rt = _cudart()
-        self.stream_obj = self._ok(self.rt.cudaStreamCreate())
+        self.stream_obj = _ok(self.rt.cudaStreamCreate())
         self.handle = int(self.stream_obj)
         self.stream = self  # `.stream.synchronize()` works for every backend
 
     def _ok(self, result: Any) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise RuntimeError(f"CUDA runtime call failed: {err}")
-        return rest[0] if len(rest) == 1 else rest
+        return _ok(result)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        nbytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
         return {"ptr": int(self._ok(self.rt.cudaMalloc(nbytes))), "shape": shape, "dtype": np.dtype(dtype),
                 "nbytes": nbytes}
+
+    def free(self, buf: Any) -> None:
+        if buf.get("ptr"):
+            self.rt.cudaFree(buf["ptr"])
+            buf["ptr"] = 0
 
     def ptr(self, buf: Any) -> int:
         return int(buf["ptr"])
@@ -118,13 +195,13 @@ class _CudaPythonMem:
     def upload(self, buf: Any, data: Any) -> None:
         host = np.ascontiguousarray(np.asarray(data), dtype=buf["dtype"])
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._ok(self.rt.cudaMemcpyAsync(buf["ptr"], host.ctypes.data, buf["nbytes"], kind, self.stream_obj))
+        self._ok(self.rt.cudaMemcpyAsync(buf["ptr"], host.ctypes.data, host.nbytes, kind, self.stream_obj))
         self.synchronize()  # `host` must outlive the copy
 
     def download(self, buf: Any) -> np.ndarray:
         out = np.empty(buf["shape"], dtype=buf["dtype"])
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._ok(self.rt.cudaMemcpyAsync(out.ctypes.data, buf["ptr"], buf["nbytes"], kind, self.stream_obj))
+        self._ok(self.rt.cudaMemcpyAsync(out.ctypes.data, buf["ptr"], out.nbytes, kind, self.stream_obj))
         self.synchronize()
         return out.astype(np.float32)
 
@@ -134,14 +211,45 @@ class _CudaPythonMem:
     def capture(self, launch: Callable[[], None]) -> Callable[[], None] | None:
         rt = self.rt
         try:
-            mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
+            mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             self._ok(rt.cudaStreamBeginCapture(self.stream_obj, mode))
-            launch()
+            try:
+                launch()
+            except Exception:
+                rt.cudaStreamEndCapture(self.stream_obj)  # end the failed capture: the stream is usable again
+                raise
             graph = self._ok(rt.cudaStreamEndCapture(self.stream_obj))
-            graph_exec = self._ok(rt.cudaGraphInstantiate(graph, 0))
+            # one signature from CUDA 11.4 to 13 (plain cudaGraphInstantiate changed in 12)
+            graph_exec = self._ok(rt.cudaGraphInstantiateWithFlags(graph, 0))
         except Exception:
             return None
-        return lambda: self._ok(rt.cudaGraphLaunch(graph_exec, self.stream_obj))
+
+        def replay() -> None:
+            self._ok(rt.cudaGraphLaunch(graph_exec, self.stream_obj))
+
+        replay.graph = (graph, graph_exec)  # type: ignore[attr-defined]
+        return replay
+
+    def event(self) -> _CudaEvent:
+        return _CudaEvent(self.rt, self.stream_obj)
+
+    def mem_get_info(self) -> tuple[int, int]:
+        free, total = self._ok(self.rt.cudaMemGetInfo())
+        return int(free), int(total)
+
+
+class _PycudaEvent:
+    def __init__(self, drv: Any, stream: Any) -> None:
+        self.ev, self.stream = drv.Event(), stream
+
+    def record(self) -> None:
+        self.ev.record(self.stream)
+
+    def synchronize(self) -> None:
+        self.ev.synchronize()
+
+    def elapsed_ms(self, end: _PycudaEvent) -> float:
+        return float(end.ev.time_since(self.ev))
 
 
 class _PycudaMem:
@@ -160,8 +268,11 @@ class _PycudaMem:
         self.handle = int(self.stream.handle)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        nbytes = max(int(np.prod(shape)) * np.dtype(dtype).itemsize, 1)
         return {"mem": self.drv.mem_alloc(nbytes), "shape": shape, "dtype": np.dtype(dtype)}
+
+    def free(self, buf: Any) -> None:
+        buf["mem"].free()
 
     def ptr(self, buf: Any) -> int:
         return int(buf["mem"])
@@ -182,6 +293,13 @@ class _PycudaMem:
 
     def capture(self, launch: Callable[[], None]) -> Callable[[], None] | None:
         return None
+
+    def event(self) -> _PycudaEvent:
+        return _PycudaEvent(self.drv, self.stream)
+
+    def mem_get_info(self) -> tuple[int, int]:
+        free, total = self.drv.mem_get_info()
+        return int(free), int(total)
 
 
 def _memory(buffers: str) -> Any:
@@ -207,17 +325,37 @@ def _mismatch(plan: Path, trt: Any, device: dict[str, str]) -> str:
     return "built with " + ", ".join(diffs) if diffs else "corrupt or built elsewhere?"
 
 
-class TrtEngine:
-    """A deserialised plan with one execution context, ready for `infer(images)`.
+def _user_managed_context(engine: Any, trt: Any) -> Any:
+    """A context without its own device memory: USER_MANAGED strategy (10.x, 11), else the 8.6 call (gone in 11)."""
+    strategy = getattr(getattr(trt, "ExecutionContextAllocationStrategy", None), "USER_MANAGED", None)
+    if strategy is not None:
+        return engine.create_execution_context(strategy)
+    make = getattr(engine, "create_execution_context_without_device_memory", None)
+    return make() if make is not None else None
 
-    `prepare(batch)` allocates and binds I/O for one batch size (capturing its CUDA graph);
-    `enqueue(batch)` launches on `self.stream` without syncing (for timing loops); `infer(images)`
-    does copy-in, launch, sync, copy-out. With the torch backend `prepare` returns torch tensors.
+
+def _give_memory(context: Any, ptr: int, size: int) -> None:
+    if hasattr(context, "set_device_memory"):  # 10.1+ (the only setter in 11)
+        context.set_device_memory(ptr, size)
+    else:  # 8.6 - 10.0: property setter
+        setattr(context, "device_memory", ptr)  # noqa: B010  (a write-only pybind property)
+
+
+class TrtEngine:
+    """A deserialised plan with one execution context per batch size, ready for `infer(images)`.
+
+    `prepare(batch)` allocates I/O for one batch size, creates that batch's own context, binds its shape
+    and addresses once and captures its CUDA graph (trtexec and other wrappers capture one graph per
+    context). All contexts share one device-memory block (they never run concurrently: one stream), so
+    small boards do not pay activation memory per context. `enqueue(batch)` launches on `self.stream`
+    without syncing (for timing loops); `infer(images)` does copy-in, launch, sync, copy-out.
     """
 
     def __init__(self, plan_path: str | os.PathLike[str], *, cuda_graphs: bool = True, buffers: str = "auto") -> None:
         require_tensorrt()
         import tensorrt as trt  # the real module from here on (also what mypy checks against the stubs)
+
+        from .build import engine_device_memory_bytes
 
         self.trt = trt
         device = cuda_device()
@@ -226,73 +364,107 @@ class TrtEngine:
             raise UsageError(f"engine {self.path}: no such file (build one with `simplehand-deploy build`)")
         self.mem = _memory(buffers)
         self.stream = self.mem.stream
+        self.cuda_graphs = cuda_graphs
+        self._graphs: dict[int, Callable[[], None]] = {}
+        self._buffers: dict[int, dict[str, Any]] = {}
+        self._contexts: dict[int, Any] = {}
+        self._shared: Any = None
+        free_before, _ = self.mem.mem_get_info()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise UsageError(f"engine {self.path}: TensorRT {trt.__version__} on {device['name']} cannot load it "
                              f"({_mismatch(self.path, trt, device)}); rebuild it here with "
                              "`simplehand-deploy build --onnx <its ONNX> --precision <p> --force`")
-        self.context = self.engine.create_execution_context()
-        self.cuda_graphs = cuda_graphs
-        self._graphs: dict[int, Callable[[], None]] = {}
-        self._buffers: dict[int, dict[str, Any]] = {}
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if self.inputs != ["image"] or any(o not in names for o in OUTPUTS):
             raise UsageError(f"engine {self.path}: I/O {names} is not SimpleHand's (image -> uv, vertices)")
         lo, _, hi = self.engine.get_tensor_profile_shape("image", 0)
         self.min_batch, self.max_batch = int(lo[0]), int(hi[0])
+        size = engine_device_memory_bytes(self.engine)
+        self.device_memory_bytes = size
+        self._shared_size = int(size or 0)
+        probe = _user_managed_context(self.engine, trt) if size is not None else None
+        if probe is not None and self._shared_size > 0:
+            self._shared = self.mem.empty((self._shared_size,), np.uint8)
+            _give_memory(probe, self.mem.ptr(self._shared), self._shared_size)
+        self._probe = probe if probe is not None else self.engine.create_execution_context()
+        self.context = self._probe  # the context of the smallest prepared batch is created from this one
+        free_after, _ = self.mem.mem_get_info()
+        self.device_memory_delta_mb = (free_before - free_after) / 2**20
 
     @property
     def buffers(self) -> str:
         return str(self.mem.name)
 
+    @property
+    def engine_device_memory_mb(self) -> float | None:
+        return None if self.device_memory_bytes is None else self.device_memory_bytes / 2**20
+
+    def _new_context(self) -> Any:
+        if not self._contexts:
+            return self._probe  # the first batch size takes the context made at load time
+        if self._shared is not None:
+            ctx = _user_managed_context(self.engine, self.trt)
+            if ctx is not None:
+                _give_memory(ctx, self.mem.ptr(self._shared), self._shared_size)
+                return ctx
+        return self.engine.create_execution_context()
+
     def prepare(self, batch: int) -> dict[str, Any]:
-        """Allocate I/O for one batch size and bind it (and capture a CUDA graph when enabled)."""
+        """Allocate I/O for one batch size, give it its own context with shape and addresses bound once,
+        and capture its CUDA graph when enabled."""
         if not self.min_batch <= batch <= self.max_batch:
             raise UsageError(f"batch {batch} is outside the engine profile [{self.min_batch}, {self.max_batch}]; "
                              "rebuild with a wider `--profile MIN,OPT,MAX`")
         if batch in self._buffers:
             return self._buffers[batch]
-        self.context.set_input_shape("image", (batch, *IMAGE))
+        ctx = self._new_context()
+        ctx.set_input_shape("image", (batch, *IMAGE))
         bufs = {"image": self.mem.empty((batch, *IMAGE), _np_dtype(self.trt, self.engine.get_tensor_dtype("image")))}
         for name in OUTPUTS:
-            dims = self.context.get_tensor_shape(name)
+            dims = ctx.get_tensor_shape(name)
             shape = tuple(int(dims[i]) for i in range(len(dims)))
             bufs[name] = self.mem.empty(shape, _np_dtype(self.trt, self.engine.get_tensor_dtype(name)))
+        for name, buf in bufs.items():
+            ctx.set_tensor_address(name, self.mem.ptr(buf))
+        self._contexts[batch] = ctx
         self._buffers[batch] = bufs
         if self.cuda_graphs:
             self._capture(batch)
         return bufs
 
-    def _bind(self, batch: int) -> None:
-        self.context.set_input_shape("image", (batch, *IMAGE))
-        for name, buf in self._buffers[batch].items():
-            self.context.set_tensor_address(name, self.mem.ptr(buf))
-
-    def _launch(self) -> None:
-        if not self.context.execute_async_v3(self.mem.handle):
+    def _launch(self, batch: int) -> None:
+        if not self._contexts[batch].execute_async_v3(self.mem.handle):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
     def _capture(self, batch: int) -> None:
-        self._bind(batch)
-        self._launch()  # lazy initialisation outside the capture
+        self._launch(batch)  # lazy initialisation outside the capture
         self.mem.synchronize()
-        replay = self.mem.capture(self._launch)
+        replay = self.mem.capture(lambda: self._launch(batch))
         if replay is not None:
             self._graphs[batch] = replay
 
     def enqueue(self, batch: int) -> None:
-        """Launch one inference on `self.stream` for already-prepared buffers (no sync)."""
+        """Launch one inference on `self.stream` for already-prepared buffers (no sync, no rebinding)."""
         replay = self._graphs.get(batch)
         if replay is not None:
             replay()
         else:
-            self._bind(batch)
-            self._launch()
+            self._launch(batch)
+
+    def event(self) -> Any:
+        """A timing event of this engine's buffer backend, recorded on `self.stream`."""
+        return self.mem.event()
+
+    def fill_random(self, batch: int, seed: int = 0) -> None:
+        """Stage a BGR 0..255 input for timing, through the backend (works for dict buffers too)."""
+        data = np.random.default_rng(seed).uniform(0, 255, (batch, *IMAGE)).astype(np.float32)
+        self.mem.upload(self.prepare(batch)["image"], data)
 
     def infer(self, images: Any) -> dict[str, np.ndarray]:
-        """(B,3,224,224) normalised images (numpy or torch) -> {"uv": (B,21,2), "vertices": (B,778,3)} float32."""
+        """(B,3,224,224) BGR 0..255 images (numpy or torch) -> {"uv": (B,21,2), "vertices": (B,778,3)} float32."""
         batch = int(images.shape[0])
         if tuple(images.shape[1:]) != IMAGE:
             raise UsageError(f"images: shape {tuple(images.shape)}; expected (B, 3, 224, 224)")
@@ -301,6 +473,21 @@ class TrtEngine:
         self.enqueue(batch)
         self.mem.synchronize()
         return {k: self.mem.download(bufs[k]) for k in OUTPUTS}
+
+    def close(self) -> None:
+        """Free graphs, contexts, I/O buffers and the shared device memory, in that order."""
+        with contextlib.suppress(Exception):
+            self.mem.synchronize()
+        self._graphs.clear()
+        self._contexts.clear()
+        self._probe = self.context = None
+        for bufs in self._buffers.values():
+            for buf in bufs.values():
+                self.mem.free(buf)
+        self._buffers.clear()
+        if self._shared is not None:
+            self.mem.free(self._shared)
+            self._shared = None
 
     def layer_times(self, batch: int, runs: int = 10) -> dict[str, float]:
         """Per-layer mean milliseconds from an IProfiler run on its own context, never during a timed run."""

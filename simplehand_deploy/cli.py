@@ -662,12 +662,14 @@ def regress(
     current: Annotated[Path, typer.Option("--current", help="Run under test: a results folder or one of its "
                                           "files; the results root takes its newest run.")],
     latency_tol: Annotated[str, typer.Option("--latency-tol", help="Allowed latency/throughput loss: 10% or 0.1. "
-                                             "Rows must also exceed 3x their measured CoV.")] = "10%",
+                                             "A row fails when worse than this AND significantly so "
+                                             "(batch means of the kept samples).")] = "10%",
     drift_tol_mm: Annotated[float, typer.Option("--drift-tol-mm", help="Allowed drift increase (mm).")] = 0.05,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per row).")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write markdown (CI step summary).")] = None,
     allow_env_change: Annotated[bool, typer.Option("--allow-env-change", help="Compare across different GPU "
-                                                   "names or TensorRT versions (noted in the report).")] = False,
+                                                   "names, TensorRT versions, CPU models or --threads (noted "
+                                                   "in the report).")] = False,
     device: Annotated[str | None, typer.Option("--device", help="Device slug to pick from a results root.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the verdict line.")] = False,
 ) -> None:

@@ -1,23 +1,37 @@
 """Regression gate: compare a benchmark run against a device baseline and say what got worse.
 
-A CI gate is only useful if it is quiet when nothing changed and loud when something did. Latency on a
-real device wobbles from run to run, so a latency or throughput change counts as a regression only
-when it is beyond the tolerance *and* beyond the noise both runs measured (their coefficients of
-variation). Accuracy drift is deterministic for a given artifact, so it is gated on an absolute
-tolerance in millimetres. Rows the baseline has and the current run lacks are regressions too: a
-runner that silently stopped running must not pass.
+A CI gate is only useful if it is quiet when nothing changed and loud when something did. A latency
+row regresses when its p50 latency (or its throughput, i.e. mean latency) is worse than the tolerance
+*and* the difference is statistically significant given the uncertainty of the two *estimates* —
+not the spread of single samples (a 30% per-iteration CoV says little about how well 800 samples pin
+down a median). The uncertainty comes from the per-iteration samples each results.parquet keeps
+(`latency_samples_ms`, in run order), by batch means: each run is cut into contiguous batches at least
+two autocorrelation times long (a busy neighbour slows many consecutive iterations, so the samples are
+not independent), and the spread of the batch medians (means, for throughput) gives a one-sided 95%
+bound of the relative change. "Significant" means that bound lies beyond zero. Results without samples
+(older folders, CSV/JSON files) fall back to the summary columns: the standard error of a median of
+`iterations` independent samples with CoV `latency_cov`.
+
+Accuracy drift is deterministic for a given artifact, so it is gated on an absolute tolerance in
+millimetres. Rows the baseline has and the current run lacks are regressions too: a runner that
+silently stopped running must not pass. A runner that cannot run on this machine (status
+`skipped: ...`, one row without a batch size) is never compared and never fails the gate; the
+baseline rows of such a runner are reported as not measured.
 
 Rows are matched by (runner, precision, batch_size, measurement) on the same device. Comparing two
-different devices or TensorRT versions is refused (UsageError, exit 2) unless the caller says the
-change is intended, because latency across different hardware is not a regression signal.
+different devices, TensorRT versions, CPU models or CPU thread counts is refused (UsageError, exit 2)
+unless the caller says the change is intended, because latency across different hardware or thread
+counts is not a regression signal.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree as ET
+
+import numpy as np
 
 from ..errors import UsageError
 
@@ -38,9 +52,12 @@ DRIFT_METRICS = (
     "pa_mpvpe_mm",
     "pa_mpjpe_mm",
 )
-NOISE_K = 3.0
+# Significance of a latency change: one-sided confidence level of the bound on the relative change.
+CONFIDENCE = 0.95
+MIN_BATCHES, MAX_BATCHES = 5, 20  # batch-means standard error: contiguous batches per run
+SAMPLES = "latency_samples_ms"
 
-Verdict = Literal["ok", "improved", "regression", "missing", "error", "new", "skipped"]
+Verdict = Literal["ok", "improved", "regression", "missing", "error", "new", "skipped", "not measured"]
 FAILING: frozenset[str] = frozenset({"regression", "missing", "error"})
 
 
@@ -55,11 +72,25 @@ class Check:
     threshold: float
     relative: bool
     failed: bool
+    ci_low: float | None = None  # one-sided confidence bounds of `change` (relative checks with an uncertainty)
+    ci_high: float | None = None
+    method: str = ""  # how the uncertainty was estimated: "batch means (...)", "summary columns (...)", ""
+
+    @property
+    def significant_worse(self) -> bool:
+        return self.ci_low is None or self.ci_low > 0
+
+    @property
+    def significant_better(self) -> bool:
+        return self.ci_high is None or self.ci_high < 0
 
     def describe(self) -> str:
         if self.relative:
+            ci = ""
+            if self.ci_low is not None and self.ci_high is not None:
+                ci = (f", {CONFIDENCE:.0%} bounds {self.ci_low:+.1%}..{self.ci_high:+.1%} by {self.method}")
             return (f"{self.metric} {self.baseline:.4g} -> {self.current:.4g} ({self.change:+.1%} worse, "
-                    f"limit {self.threshold:.1%})")
+                    f"limit {self.threshold:.1%}{ci})")
         return (f"{self.metric} {self.baseline:.4g} -> {self.current:.4g} ({self.change:+.4g} mm, "
                 f"limit {self.threshold:.4g} mm)")
 
@@ -70,7 +101,7 @@ class RowVerdict:
 
     runner: str
     precision: str
-    batch_size: int
+    batch_size: int | None
     measurement: str
     verdict: Verdict
     checks: tuple[Check, ...] = ()
@@ -79,7 +110,8 @@ class RowVerdict:
     @property
     def name(self) -> str:
         """A stable row name used in every rendering (table, markdown, JUnit testcase)."""
-        return f"{self.runner}/{self.precision}/b{self.batch_size}/{self.measurement}"
+        batch = "-" if self.batch_size is None else self.batch_size
+        return f"{self.runner}/{self.precision}/b{batch}/{self.measurement}"
 
     @property
     def failed(self) -> bool:
@@ -90,6 +122,10 @@ class RowVerdict:
         if self.note:
             parts.append(self.note)
         return "; ".join(parts)
+
+    @property
+    def batch_label(self) -> str:
+        return "" if self.batch_size is None else str(self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -156,11 +192,112 @@ def parse_tolerance(text: str | float) -> float:
     return value
 
 
+# ---------------------------------------------------------------------------------------------
+# the statistic: uncertainty of a median/mean estimate from autocorrelated samples
+# ---------------------------------------------------------------------------------------------
+
+
+def autocorrelation_time(samples: Any) -> float:
+    """Integrated autocorrelation time: 1 + 2 * (sum of autocorrelations up to the first lag where they drop to <= 0).
+
+    Independent samples give 1; a series whose neighbours move together (a busy neighbour process slows many
+    consecutive iterations) gives more: n samples then hold about n / tau independent ones.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    n = len(x)
+    if n < 4:
+        return 1.0
+    x = x - x.mean()
+    var = float(x @ x)
+    if var <= 0:
+        return 1.0
+    size = 1 << (2 * n - 1).bit_length()
+    f = np.fft.rfft(x, size)
+    acf = np.fft.irfft(f * np.conj(f), size)[:n] / var
+    tau = 1.0
+    for rho in acf[1 : n // 2]:
+        if rho <= 0:
+            break
+        tau += 2.0 * float(rho)
+    return tau
+
+
+def batch_count(samples: Any) -> int:
+    """Contiguous batches to cut a run into: each at least 2 autocorrelation times long, MIN_BATCHES..MAX_BATCHES."""
+    n = len(samples)
+    if n < 2 * MIN_BATCHES:
+        return max(2, min(n, MIN_BATCHES))
+    return int(np.clip(n // math.ceil(2 * autocorrelation_time(samples)), MIN_BATCHES, MAX_BATCHES))
+
+
+def _batch_log_stats(x: np.ndarray, stat: Any) -> tuple[float, int]:
+    """(variance of the mean of log batch statistics, number of batches)."""
+    k = batch_count(x)
+    values = np.log([stat(part) for part in np.array_split(x, k)])
+    return float(values.var(ddof=1) / k), k
+
+
+def samples_change(base: Any, cur: Any, *, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Relative change (current / baseline - 1; + = slower) of the median and of the mean, with one-sided bounds.
+
+    Batch means: each run (in run order) is cut into contiguous batches at least two autocorrelation times
+    long, so that batch statistics are nearly independent even when consecutive samples are not; the spread
+    of the log batch medians (means) gives the standard error of the run's log median (mean), and a Welch t
+    quantile with the batches' degrees of freedom gives the bound. Returns {median: (change, low, high),
+    mean: (change, low, high), batches: (kb, kc)}; low: the change is at least this, high: at most this,
+    each at `confidence`. (A circular block bootstrap was tried first: on AR(1) noise with phi = 0.95 it
+    called 25% of identical-distribution pairs significant at a nominal 5%; batch means with a t quantile
+    stay near 5%. tests/test_regress.py holds the synthetic checks.)
+    """
+    from scipy.stats import t as student_t
+
+    b, c = np.asarray(base, dtype=np.float64), np.asarray(cur, dtype=np.float64)
+    if len(b) < 2 or len(c) < 2:
+        raise ValueError("need at least 2 samples per run")
+    out: dict[str, Any] = {}
+    for key, stat in (("median", np.median), ("mean", np.mean)):
+        (vb, kb), (vc, kc) = _batch_log_stats(b, stat), _batch_log_stats(c, stat)
+        d = math.log(stat(c) / stat(b))
+        se = math.sqrt(vb + vc)
+        if se > 0:
+            df = (vb + vc) ** 2 / (vb**2 / (kb - 1) + vc**2 / (kc - 1))
+            q = float(student_t.ppf(confidence, df))
+        else:
+            q = 0.0
+        out[key] = (math.expm1(d), math.expm1(d - q * se), math.expm1(d + q * se))
+        out["batches"] = (kb, kc)
+    return out
+
+
+def summary_change(b: float, c: float, cov_b: float | None, cov_c: float | None, n_b: int | None, n_c: int | None,
+                   *, median: bool = True, confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """Fallback without samples: relative change with bounds from the summary columns (independent samples).
+
+    Standard error of a median of n samples with coefficient of variation v, relative to the estimate:
+    sqrt(pi/2) * v / sqrt(n) (a mean: v / sqrt(n)). Without CoV or iteration counts: no bounds (None).
+    """
+    change = c / b - 1.0
+    if cov_b is None or cov_c is None or not n_b or not n_c:
+        return change, None, None
+    k = math.sqrt(math.pi / 2) if median else 1.0
+    se = (1.0 + change) * math.hypot(k * cov_b / math.sqrt(n_b), k * cov_c / math.sqrt(n_c))
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(confidence)
+    return change, change - z * se, change + z * se
+
+
+# ---------------------------------------------------------------------------------------------
+# comparison
+# ---------------------------------------------------------------------------------------------
+
+
 def _env_of(df: pl.DataFrame, label: str) -> dict[str, str]:
     """The run's fingerprint (first row); UsageError when one frame mixes devices, which a gate cannot judge."""
     env: dict[str, str] = {}
     for col in ("device_name", "device_slug", "tensorrt_version", "cuda_version", "driver_version", "host",
-                "run_id", "jetson_model", "jetson_power_mode", "onnxruntime_version", "torch_version"):
+                "run_id", "jetson_model", "jetson_power_mode", "onnxruntime_version", "torch_version", "cpu_model",
+                "cpu_count"):
         if col not in df.columns:
             continue
         values = sorted({str(v) for v in df[col].to_list() if v is not None})
@@ -182,11 +319,36 @@ def _check_env(base: dict[str, str], cur: dict[str, str], allow_env_change: bool
                                  "regression signal: compare against this device's baseline, or pass "
                                  "--allow-env-change if the change is intended")
             notes.append(what)
-    for col in ("cuda_version", "driver_version", "jetson_power_mode"):
+    b, c = base.get("cpu_model", ""), cur.get("cpu_model", "")
+    if b and c and b != c:  # results older than the column carry none: nothing to compare
+        what = f"cpu_model differs: baseline {b!r}, current {c!r}"
+        if not allow_env_change:
+            raise UsageError(f"{what}; latency on another CPU is not a regression signal: compare against a "
+                             "baseline from this CPU, or pass --allow-env-change if the change is intended")
+        notes.append(what)
+    for col in ("cuda_version", "driver_version", "jetson_power_mode", "cpu_count"):
         b, c = base.get(col, ""), cur.get(col, "")
         if b != c:
             notes.append(f"{col} differs: baseline {b or '(none)'!r}, current {c or '(none)'!r}")
     return tuple(notes)
+
+
+def _check_threads(pairs: list[tuple[tuple, dict, dict]], allow_env_change: bool) -> tuple[str, ...]:
+    """cpu_threads must agree on every matched row where both runs recorded it."""
+    diffs = []
+    for key, b, c in pairs:
+        tb, tc = b.get("cpu_threads"), c.get("cpu_threads")
+        if tb is not None and tc is not None and int(tb) != int(tc):
+            diffs.append((key, int(tb), int(tc)))
+    if not diffs:
+        return ()
+    key, tb, tc = diffs[0]
+    what = (f"cpu_threads differs: baseline {tb}, current {tc} (row {'/'.join(map(str, key))}"
+            f"{f' and {len(diffs) - 1} more' if len(diffs) > 1 else ''})")
+    if not allow_env_change:
+        raise UsageError(f"{what}; latency at another thread count is not a regression signal: re-run with "
+                         f"--threads {tb}, or pass --allow-env-change if the change is intended")
+    return (what,)
 
 
 def _num(row: dict, col: str) -> float | None:
@@ -197,16 +359,44 @@ def _num(row: dict, col: str) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _samples(row: dict) -> np.ndarray | None:
+    v = row.get(SAMPLES)
+    if v is None:
+        return None
+    x = np.asarray([t for t in v if t is not None], dtype=np.float64)
+    x = x[np.isfinite(x) & (x > 0)]
+    return x if len(x) >= 2 else None
+
+
 def _latency_checks(base: dict, cur: dict, tol: float) -> tuple[Check, ...]:
-    cov_b, cov_c = _num(base, "latency_cov") or 0.0, _num(cur, "latency_cov") or 0.0
-    threshold = max(tol, NOISE_K * math.hypot(cov_b, cov_c))
+    sb, sc = _samples(base), _samples(cur)
+    boot = samples_change(sb, sc) if sb is not None and sc is not None else None
     checks = []
     for col, higher_is_better in LATENCY_METRICS:
         b, c = _num(base, col), _num(cur, col)
         if b is None or c is None or b <= 0 or c <= 0:
             continue
         worse = (b / c - 1.0) if higher_is_better else (c / b - 1.0)
-        checks.append(Check(col, b, c, worse, threshold, True, worse > threshold))
+        if boot is not None:
+            # throughput = batch / mean latency: its loss is the mean latency's relative increase
+            _, low, high = boot["mean" if higher_is_better else "median"]
+            method = f"batch means ({boot['batches'][0]}/{boot['batches'][1]} batches)"
+        else:
+            base_lat = _num(base, "latency_mean_ms" if higher_is_better else "latency_p50_ms")
+            cur_lat = _num(cur, "latency_mean_ms" if higher_is_better else "latency_p50_ms")
+            n_b, n_c = _num(base, "iterations"), _num(cur, "iterations")
+            if base_lat and cur_lat:
+                _, low, high = summary_change(base_lat, cur_lat, _num(base, "latency_cov"), _num(cur, "latency_cov"),
+                                              int(n_b or 0), int(n_c or 0), median=not higher_is_better)
+                # re-centre the bounds on this metric's own change (the columns may round differently)
+                if low is not None and high is not None:
+                    shift = worse - (cur_lat / base_lat - 1.0)
+                    low, high = low + shift, high + shift
+            else:
+                low = high = None
+            method = "summary columns (independent samples)" if low is not None else ""
+        failed = worse > tol and (low is None or low > 0)
+        checks.append(Check(col, b, c, worse, tol, True, failed, low, high, method))
     return tuple(checks)
 
 
@@ -222,6 +412,8 @@ def _drift_checks(base: dict, cur: dict, tol_mm: float) -> tuple[Check, ...]:
 
 def _judge(base: dict, cur: dict, latency_tol: float, drift_tol_mm: float) -> tuple[Verdict, tuple[Check, ...], str]:
     b_status, c_status = str(base.get("status") or "ok"), str(cur.get("status") or "ok")
+    if c_status.startswith("skipped"):
+        return "skipped", (), f"current run: {c_status}"
     if b_status != "ok":
         return "skipped", (), f"baseline row not ok ({b_status})"
     if c_status != "ok":
@@ -230,7 +422,7 @@ def _judge(base: dict, cur: dict, latency_tol: float, drift_tol_mm: float) -> tu
         checks = _latency_checks(base, cur, latency_tol)
         if any(c.failed for c in checks):
             return "regression", checks, ""
-        improved = any(-c.change > c.threshold for c in checks)
+        improved = any(-c.change > c.threshold and c.significant_better for c in checks)
         return ("improved" if improved else "ok"), checks, ""
     checks = _drift_checks(base, cur, drift_tol_mm)
     if any(c.failed for c in checks):
@@ -267,10 +459,12 @@ def compare(
     Args:
         baseline: results frame of the reference run (one device).
         current: results frame of the run under test (one device).
-        latency_tol: relative latency/throughput tolerance (0.10 = 10 %); the effective bar per row is
-            max(latency_tol, 3 x the combined CoV of both runs) so noisy rows do not flap.
+        latency_tol: relative latency/throughput tolerance (0.10 = 10 %); a row regresses when its change
+            is beyond it and significant (its one-sided 95% bound, from the samples' batch means or the
+            summary columns, lies beyond zero).
         drift_tol_mm: allowed absolute increase of each drift/accuracy metric in millimetres.
-        allow_env_change: compare even if device_name or tensorrt_version differ (noted in the report).
+        allow_env_change: compare even if device_name, tensorrt_version, cpu_model or cpu_threads differ
+            (noted in the report).
 
     Raises:
         UsageError: a frame lacks key columns, mixes devices, or the environments differ without permission.
@@ -280,12 +474,23 @@ def compare(
     base_env, cur_env = _env_of(baseline, "baseline"), _env_of(current, "current")
     notes = _check_env(base_env, cur_env, allow_env_change)
     base_rows, cur_rows = _index(baseline, "baseline"), _index(current, "current")
+    notes += _check_threads([(k, base_rows[k], cur_rows[k]) for k in base_rows if k in cur_rows], allow_env_change)
+    # runners that cannot run here now: (runner, measurement) -> the skip reason
+    skipped_now = {(k[0], k[3]): str(r["status"]) for k, r in cur_rows.items()
+                   if str(r.get("status") or "").startswith("skipped")}
     verdicts = []
     for key in sorted(set(base_rows) | set(cur_rows), key=lambda k: tuple(str(x).zfill(6) for x in k)):
         runner, precision, batch, measurement = key
-        ident = (str(runner), str(precision), int(batch), str(measurement))
-        if key not in cur_rows:
+        ident = (str(runner), str(precision), None if batch is None else int(batch), str(measurement))
+        if key not in cur_rows and (runner, measurement) in skipped_now:
+            verdicts.append(RowVerdict(*ident, verdict="not measured",
+                                       note=f"runner {skipped_now[(runner, measurement)]} in the current run"))
+        elif key not in cur_rows and not str(base_rows[key].get("status") or "ok").startswith("skipped"):
             verdicts.append(RowVerdict(*ident, verdict="missing", note="in the baseline but not in the current run"))
+        elif key not in cur_rows:
+            verdicts.append(RowVerdict(*ident, verdict="skipped", note=f"baseline: {base_rows[key]['status']}"))
+        elif key not in base_rows and str(cur_rows[key].get("status") or "").startswith("skipped"):
+            verdicts.append(RowVerdict(*ident, verdict="skipped", note=f"current run: {cur_rows[key]['status']}"))
         elif key not in base_rows:
             verdicts.append(RowVerdict(*ident, verdict="new", note="not in the baseline"))
         else:
@@ -299,7 +504,7 @@ def compare(
 # ---------------------------------------------------------------------------------------------
 
 _STYLE = {"ok": "green", "improved": "cyan", "regression": "bold red", "missing": "bold red", "error": "bold red",
-          "new": "yellow", "skipped": "dim"}
+          "new": "yellow", "skipped": "dim", "not measured": "dim"}
 
 
 def _primary(r: RowVerdict) -> tuple[str, str, str, str]:
@@ -330,7 +535,8 @@ def to_markdown(report: RegressionReport) -> str:
     lines = [f"## {icon} SimpleHand regression gate: {report.summary()}", ""]
     dev = report.current_env.get("device_name", "") or "(unknown device)"
     lines.append(f"Device **{dev}**, TensorRT {report.current_env.get('tensorrt_version') or 'n/a'}; "
-                 f"tolerances: latency {report.latency_tol:.0%} (or 3x measured CoV), drift "
+                 f"tolerances: latency {report.latency_tol:.0%} and significant at {CONFIDENCE:.0%} (batch means "
+                 f"of the kept samples), drift "
                  f"{report.drift_tol_mm:g} mm. Baseline run `{report.baseline_env.get('run_id', '')}`, current run "
                  f"`{report.current_env.get('run_id', '')}`.")
     for note in report.env_notes:
@@ -356,8 +562,8 @@ def to_junit(report: RegressionReport, suite_name: str = "simplehand-regress") -
         if r.failed:
             fail = ET.SubElement(case, "failure", message=f"{r.name}: {r.verdict}: {r.message()}", type=r.verdict)
             fail.text = "\n".join(c.describe() for c in r.checks) or r.message()
-        elif r.verdict == "skipped":
-            ET.SubElement(case, "skipped", message=r.note)
+        elif r.verdict in ("skipped", "not measured"):
+            ET.SubElement(case, "skipped", message=f"{r.verdict}: {r.note}")
         elif r.checks:
             ET.SubElement(case, "system-out").text = "\n".join(c.describe() for c in r.checks)
     suites = ET.Element("testsuites", name=suite_name, tests=suite.get("tests", "0"),

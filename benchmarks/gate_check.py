@@ -1,0 +1,136 @@
+"""Does the regression gate have teeth on this machine? Quiet on identical runs, loud under real load.
+
+    python benchmarks/gate_check.py [--pairs 10] [--busy-pairs 2] [--duration 4] [--batch-sizes 1,4]
+                                    [--out benchmarks/results/<run-id>-gate-check]
+
+A preset of `simplehand-bench`, run as a new user would, each command in its own process:
+
+    simplehand-bench latency --config tiny --runners onnxruntime --batch-sizes 1,4 --duration 4 --out A
+    simplehand-bench latency ... --out B            # the same run again (identical pair)
+    simplehand-bench regress --baseline A --current B          # defaults: --latency-tol 10%
+
+Expectations (issue 13): at least 9 of `--pairs` identical pairs pass (exit 0); every pair whose second
+run is made while two busy-loop processes compete for the cores fails (exit 1). The verdicts are
+printed; the folder gets gate_check.{json,md}, env.json and every run's results.parquet/env.json (the
+samples the gate judged). Exit status 1 when either expectation is missed. The 1-minute load average
+before each run is recorded: other work on the machine is part of what the gate has to live with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = [sys.executable, "-c", "import sys; from simplehand_deploy.cli import bench_app; bench_app(sys.argv[1:])"]
+BUSY = [sys.executable, "-c", "while True: pass"]
+
+
+def _bench(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BENCH, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def _latency(work: Path, out: Path, args: argparse.Namespace) -> dict:
+    load = os.getloadavg()[0]
+    t0 = time.time()
+    proc = _bench(["latency", "--config", args.config, "--runners", "onnxruntime", "--batch-sizes", args.batch_sizes,
+                   "--duration", str(args.duration), "--out", str(out), "--quiet"], work)
+    if proc.returncode != 0:
+        sys.exit(f"gate_check: simplehand-bench latency failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    import polars as pl
+
+    df = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "ok").sort("batch_size")
+    return {"folder": out.name, "load_1min": round(load, 2), "wall_s": round(time.time() - t0, 1),
+            "p50_ms": dict(zip(map(str, df["batch_size"]), df["latency_p50_ms"].round(4).to_list(), strict=True)),
+            "cpu_threads": sorted(set(df["cpu_threads"].to_list()))}
+
+
+def _regress(work: Path, base: Path, cur: Path) -> dict:
+    proc = _bench(["regress", "--baseline", str(base), "--current", str(cur), "--markdown", str(cur / "regress.md")],
+                  work)
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    verdict = next((ln for ln in reversed(lines) if ln.startswith(("PASS", "FAIL", "error:"))), lines[-1] if lines
+                   else "")
+    return {"exit": proc.returncode, "verdict": verdict.strip()}
+
+
+def _changes(base: dict, cur: dict) -> dict:
+    return {b: round(cur["p50_ms"][b] / base["p50_ms"][b] - 1, 4) for b in base["p50_ms"] if b in cur["p50_ms"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", type=int, default=10, help="identical pairs (expect >= 90%% to pass)")
+    ap.add_argument("--busy-pairs", type=int, default=2, help="pairs whose second run competes with 2 busy loops")
+    ap.add_argument("--duration", type=float, default=4.0)
+    ap.add_argument("--batch-sizes", default="1,4")
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--busy", type=int, default=2, help="busy-loop processes during the loaded runs")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    from simplehand_deploy.env import fingerprint
+
+    env = fingerprint()
+    out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-gate-check"
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    record: dict = {"command": " ".join(["python benchmarks/gate_check.py", *sys.argv[1:]]),
+                    "latency_args": f"--config {args.config} --runners onnxruntime --batch-sizes {args.batch_sizes} "
+                                    f"--duration {args.duration:g}", "regress_args": "defaults (--latency-tol 10%)",
+                    "identical": [], "busy": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)  # engines/ (the exported tiny graph) lives here, made by the first run
+        for i in range(args.pairs + args.busy_pairs):
+            loaded = i >= args.pairs
+            base, cur = runs / f"pair{i:02d}-baseline", runs / f"pair{i:02d}-{'busy' if loaded else 'current'}"
+            b = _latency(work, base, args)
+            hogs = [subprocess.Popen(BUSY) for _ in range(args.busy)] if loaded else []
+            try:
+                time.sleep(0.5 if hogs else 0)
+                c = _latency(work, cur, args)
+            finally:
+                for h in hogs:
+                    h.kill()
+                    h.wait()
+            verdict = _regress(work, base, cur)
+            entry = {"pair": i, "baseline": b, "current": c, "p50_change": _changes(b, c), **verdict}
+            record["busy" if loaded else "identical"].append(entry)
+            kind = f"busy x{args.busy}" if loaded else "identical"
+            print(f"pair {i:2d} ({kind:9s}) load {b['load_1min']:.2f}/{c['load_1min']:.2f}  p50 change "
+                  f"{', '.join(f'b{k} {v:+.1%}' for k, v in entry['p50_change'].items())}  -> exit {verdict['exit']}: "
+                  f"{verdict['verdict']}", flush=True)
+    for folder in runs.iterdir():  # keep what the gate judged, not the plots and copies
+        for f in folder.iterdir():
+            if f.name not in ("results.parquet", "env.json", "regress.md"):
+                f.unlink() if f.is_file() else shutil.rmtree(f)
+    passed = sum(e["exit"] == 0 for e in record["identical"])
+    caught = sum(e["exit"] == 1 for e in record["busy"])
+    need = -(-9 * args.pairs // 10)
+    ok_identical, ok_busy = passed >= need, caught == len(record["busy"])
+    record.update({"identical_passed": passed, "identical_needed": need, "busy_failed": caught,
+                   "busy_total": len(record["busy"]), "expectations_met": ok_identical and ok_busy})
+    summary = (f"identical pairs: {passed}/{args.pairs} passed (need {need}) -> {'ok' if ok_identical else 'MISSED'}; "
+               f"busy pairs: {caught}/{len(record['busy'])} failed with exit 1 -> {'ok' if ok_busy else 'MISSED'}")
+    (out / "gate_check.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    rows = [f"| {e['pair']} | {'busy' if e in record['busy'] else 'identical'} | {e['baseline']['load_1min']} / "
+            f"{e['current']['load_1min']} | {', '.join(f'b{k} {v:+.1%}' for k, v in e['p50_change'].items())} | "
+            f"{e['exit']} | {e['verdict']} |" for e in record["identical"] + record["busy"]]
+    (out / "gate_check.md").write_text(
+        f"# Regression gate check ({env['device_name']}, {env['cpu_count']} CPUs)\n\n`{record['command']}`: "
+        f"`simplehand-bench latency {record['latency_args']}` twice, then `simplehand-bench regress` at its "
+        f"defaults.\n\n{summary}\n\n| pair | kind | load 1 min (baseline / current) | p50 change | exit | verdict |\n"
+        "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    print(summary)
+    print(f"results: {out}")
+    return 0 if ok_identical and ok_busy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,6 +52,22 @@ def test_results_round_trip(tmp_path):
         validate(pl.DataFrame({"runner": ["x"]}), "bad.csv")
 
 
+def test_samples_kept_in_parquet_only_and_env_json_fills_older_rows(tmp_path):
+    import json
+
+    from simplehand_deploy.bench.baseline import load_frame
+
+    df = conform([{"runner": "onnxruntime", "precision": "fp32", "batch_size": 1, "measurement": "latency",
+                   "status": "ok", "latency_p50_ms": 2.0, "latency_samples_ms": [2.5, 1.5, 2.0],
+                   "device_name": "cpu x"}])
+    out = write_results(df, tmp_path / "run", env={"cpu_model": "AMD EPYC", "cpu_count": 2})
+    assert pl.read_parquet(out / "results.parquet")["latency_samples_ms"].to_list() == [[2.5, 1.5, 2.0]]
+    assert "latency_samples_ms" not in (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert "latency_samples_ms" not in json.loads((out / "results.json").read_text())[0]
+    frame, _ = load_frame(out)
+    assert frame["cpu_model"].to_list() == ["AMD EPYC"] and frame["cpu_count"].to_list() == [2]
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     from simplehand_deploy.pipeline import run_engine_job
@@ -244,3 +260,28 @@ def test_out_folder_content_is_never_deleted(tmp_path):
 def test_bad_timing_options_exit_2(capsys):
     assert _run(bench, ["latency", "--config", "tiny", "--iterations", "0", "--duration", "0"]) == 2
     assert "--iterations" in capsys.readouterr().err
+
+
+def test_plots_read_at_a_glance():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simplehand_deploy.bench.plots import batch_axis, is_cpu_simulation, title_of
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 4, 8], [1, 2, 3, 4])
+    batch_axis(ax, [1, 2, 4, 8, 2])
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]  # not "2^0"/"2×10⁰"
+    assert ax.get_xscale() == "log" and not ax.xaxis.get_minorticklocs().size
+    plt.close(fig)
+    df = conform([{"runner": "onnxruntime", "precision": "int8", "batch_size": 1, "measurement": "latency",
+                   "status": "ok", "config": "tiny", "device_name": "AMD EPYC", "cpu_threads": 1,
+                   "timing_scope": "host"}])
+    assert title_of(df, "Latency vs batch") == "Latency vs batch: tiny on AMD EPYC, 1 CPU thread"
+    row = df.row(0, named=True)
+    assert is_cpu_simulation(row)
+    assert not is_cpu_simulation({**row, "precision": "fp32"})
+    assert not is_cpu_simulation({**row, "timing_scope": "end_to_end"})  # ORT CUDA: a real measurement

@@ -38,9 +38,24 @@ def _is_run_dir(path: Path) -> bool:
 
 
 def _read_results(path: Path) -> pl.DataFrame:
-    from .results import read_results
+    """A results folder/file; env columns the rows lack (older runs) are filled from the folder's env.json."""
+    import polars as pl
 
-    return read_results(path)
+    from .results import RESULT_COLUMNS, read_results
+
+    df = read_results(path)
+    env_file = (path if path.is_dir() else path.parent) / "env.json"
+    if not env_file.is_file() or df.height == 0:
+        return df
+    try:
+        env = json.loads(env_file.read_text())
+    except (OSError, ValueError):
+        return df
+    fills = []
+    for key, value in env.items() if isinstance(env, dict) else ():
+        if key in df.columns and df[key].null_count() == df.height and value not in (None, ""):
+            fills.append(pl.lit(value).cast(RESULT_COLUMNS.get(key, pl.Utf8), strict=False).alias(key))
+    return df.with_columns(fills) if fills else df
 
 
 def latest_run(root: Path, slug: str | None = None) -> Path:

@@ -152,7 +152,9 @@ def plot_latency_vs_batch(summary: pl.DataFrame, path: Path) -> None:
         for (runner, prec), grp in sorted(part.group_by(["runner", "precision"]), key=lambda g: g[0]):
             grp = grp.sort("batch_size")
             ax.plot(grp["batch_size"].to_list(), grp["latency_p50_ms"].to_list(), marker="o", label=f"{runner} {prec}")
-        ax.set_xscale("log", base=2)
+        from .plots import batch_axis
+
+        batch_axis(ax, part["batch_size"].drop_nulls().to_list())
         ax.set_xlabel("batch size")
         ax.set_ylabel("latency p50 (ms)")
         ax.set_title(dev, fontsize=9)

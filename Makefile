@@ -14,11 +14,14 @@ CALIB_NUM ?= 64
 
 .PHONY: install test engine train baseline regress lint clean modelopt
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the versions the suite was tested with (per platform; torch excepted: TORCH_PAIR).
+CONSTRAINTS ?= constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PAIR)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c $(CONSTRAINTS) $(TORCH_PAIR)
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev]'
 	# tensorrt-stubs declares a dependency on tensorrt itself (not installable from PyPI): stubs only.
 	$(PIP) install -q --no-deps 'tensorrt-stubs==10.13.0.35.1'
 	touch $@

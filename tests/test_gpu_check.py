@@ -68,3 +68,56 @@ def test_sections_degrade_to_rows_not_crashes():
     check.section("compile", broken)  # not selected: no row
     assert [(r["section"], r["status"]) for r in check.rows] == [("ort", "skipped"), ("trt", "failed")]
     assert "CUDAExecutionProvider" in check.rows[0]["note"] and "boom" in check.rows[1]["note"]
+
+
+def test_runs_without_polars_or_tensorrt():
+    """A bare GPU image has torch, onnx and numpy only: everything gpu_check imports must load without polars."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.util\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('polars', 'tensorrt'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"spec = importlib.util.spec_from_file_location('gpu_check', r'{ROOT / 'benchmarks' / 'gpu_check.py'}')\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import simplehand_deploy.env, simplehand_deploy.drift, simplehand_deploy.checkpoint\n"
+        "import simplehand_deploy.export, simplehand_deploy.trt.build, simplehand_deploy.trt.runtime\n"
+        "assert m.time_host(lambda: None, duration=0.0, iterations=3, warmup=0.0)['latency_p50_ms'] >= 0\n"
+        "assert 'polars' not in sys.modules\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_gpu_timing_goes_through_the_shared_loop():
+    """gpu_check times with bench.latency.time_gpu: one inference queued ahead, window throughput."""
+    mod = _load()
+
+    class Stream:
+        def synchronize(self):
+            pass
+
+    class Event:
+        n = 0
+
+        def __init__(self):
+            self.at = 0
+
+        def record(self):
+            self.at = Event.n
+
+        def synchronize(self):
+            pass
+
+        def elapsed_ms(self, end):
+            return 2.0
+
+    def launch():
+        Event.n += 1
+
+    out = mod.time_gpu(launch, Stream(), duration=0.0, iterations=25, warmup=0.0, new_event=Event)
+    assert out["latency_p50_ms"] == 2.0 and out["throughput_exec_s"] > 0

@@ -107,7 +107,11 @@ class _TorchMem:
         torch = self.torch
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            try:  # thread-local capture mode, like trtexec (the keyword is missing in older torch)
+                capturing = torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local")
+            except TypeError:
+                capturing = torch.cuda.graph(graph, stream=self.stream)
+            with capturing:
                 launch()
         except Exception:
             return None

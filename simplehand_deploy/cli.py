@@ -564,7 +564,9 @@ def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None,
     if json_out:
         import json
 
-        print(json.dumps(df.to_dicts(), default=str, indent=1))
+        from .bench.results import SAMPLES
+
+        print(json.dumps(df.drop(SAMPLES, strict=False).to_dicts(), default=str, indent=1))  # samples: parquet
     elif not quiet:
         from rich.console import Console
 

@@ -329,3 +329,19 @@ def test_workflows_load_and_gate(name: str, runs_on: object) -> None:
     if name == "jetson.yml":
         assert "nvpmodel -q" in steps and "--system-site-packages" in steps
         assert "pip install -q tensorrt" not in steps and "nvpmodel -m" not in steps  # recorded, never changed
+
+
+def test_cli_judges_the_samples_in_results_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """regress reads latency_samples_ms from results.parquet: a shifted run fails, a noisy identical one passes."""
+    rng = np.random.default_rng(3)
+    base = make_run(runners=(("onnxruntime", "fp32"),))
+    keys = [("onnxruntime", "fp32", b) for b in BATCHES]
+    b = _write(with_samples(base, {k: ar1(rng, 300, 0.5, 0.4) for k in keys}), tmp_path / "20260101-000000-h100")
+    same = _write(with_samples(base, {k: ar1(rng, 300, 0.5, 0.4) for k in keys}), tmp_path / "20260102-000000-h100")
+    slow = _write(with_samples(base, {k: 1.4 * ar1(rng, 300, 0.5, 0.4) for k in keys}),
+                  tmp_path / "20260103-000000-h100")
+    assert pl.read_parquet(same / "results.parquet")["latency_samples_ms"].list.len().max() == 300
+    assert _run(bench, ["regress", "--baseline", str(b), "--current", str(same)]) == 0
+    md = tmp_path / "summary.md"
+    assert _run(bench, ["regress", "--baseline", str(b), "--current", str(slow), "--markdown", str(md)]) == 1
+    assert "batch means" in md.read_text() and "onnxruntime/fp32/b8/latency" in capsys.readouterr().err

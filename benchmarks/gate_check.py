@@ -13,7 +13,10 @@ Expectations (issue 13): at least 9 of `--pairs` identical pairs pass (exit 0); 
 run is made while two busy-loop processes compete for the cores fails (exit 1). The verdicts are
 printed; the folder gets gate_check.{json,md}, env.json and every run's results.parquet/env.json (the
 samples the gate judged). Exit status 1 when either expectation is missed. The 1-minute load average
-before each run is recorded: other work on the machine is part of what the gate has to live with.
+before each run is recorded: other work on the machine is part of what the gate has to live with (a
+run slowed by someone else's load *is* slower: no statistic on one pair can tell that apart from a
+regression). `--max-load L` waits (up to `--max-wait` seconds) for the load average to drop to L
+before each pair, for a quiet-machine figure.
 """
 
 from __future__ import annotations
@@ -60,6 +63,16 @@ def _regress(work: Path, base: Path, cur: Path) -> dict:
     return {"exit": proc.returncode, "verdict": verdict.strip()}
 
 
+def _wait_quiet(max_load: float | None, max_wait: float) -> float:
+    """Seconds waited for the 1-minute load average to reach max_load (0 when not asked)."""
+    if max_load is None:
+        return 0.0
+    t0 = time.time()
+    while os.getloadavg()[0] > max_load and time.time() - t0 < max_wait:
+        time.sleep(5)
+    return round(time.time() - t0, 1)
+
+
 def _changes(base: dict, cur: dict) -> dict:
     return {b: round(cur["p50_ms"][b] / base["p50_ms"][b] - 1, 4) for b in base["p50_ms"] if b in cur["p50_ms"]}
 
@@ -72,6 +85,8 @@ def main() -> int:
     ap.add_argument("--batch-sizes", default="1,4")
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--busy", type=int, default=2, help="busy-loop processes during the loaded runs")
+    ap.add_argument("--max-load", type=float, default=None, help="wait for this 1-min load average before each pair")
+    ap.add_argument("--max-wait", type=float, default=300.0, help="longest wait per pair (s)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from simplehand_deploy.env import fingerprint
@@ -89,6 +104,7 @@ def main() -> int:
         for i in range(args.pairs + args.busy_pairs):
             loaded = i >= args.pairs
             base, cur = runs / f"pair{i:02d}-baseline", runs / f"pair{i:02d}-{'busy' if loaded else 'current'}"
+            waited = _wait_quiet(args.max_load, args.max_wait)
             b = _latency(work, base, args)
             hogs = [subprocess.Popen(BUSY) for _ in range(args.busy)] if loaded else []
             try:
@@ -99,7 +115,8 @@ def main() -> int:
                     h.kill()
                     h.wait()
             verdict = _regress(work, base, cur)
-            entry = {"pair": i, "baseline": b, "current": c, "p50_change": _changes(b, c), **verdict}
+            entry = {"pair": i, "waited_s": waited, "baseline": b, "current": c, "p50_change": _changes(b, c),
+                     **verdict}
             record["busy" if loaded else "identical"].append(entry)
             kind = f"busy x{args.busy}" if loaded else "identical"
             print(f"pair {i:2d} ({kind:9s}) load {b['load_1min']:.2f}/{c['load_1min']:.2f}  p50 change "

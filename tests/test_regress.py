@@ -264,6 +264,16 @@ def test_cpu_threads_or_model_change_is_refused_unless_allowed() -> None:
     assert compare(make_run(), base).passed
 
 
+def test_cli_refuses_thread_change_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = make_run().with_columns(pl.lit(1).alias("cpu_threads"))
+    b = _write(base, tmp_path / "20260101-000000-h100")
+    two = _write(base.with_columns(pl.lit(2).alias("cpu_threads")), tmp_path / "20260102-000000-h100")
+    assert _run(bench, ["regress", "--baseline", str(b), "--current", str(two)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cpu_threads differs" in err[0] and "--allow-env-change" in err[0]
+    assert _run(bench, ["regress", "--baseline", str(b), "--current", str(two), "--allow-env-change"]) == 0
+
+
 def test_parse_tolerance() -> None:
     assert parse_tolerance("10%") == pytest.approx(0.10)
     assert parse_tolerance("0.1") == pytest.approx(0.10)

@@ -79,3 +79,17 @@ def test_make_baseline_then_regress_flow(tmp_path: Path) -> None:
     _write(slow_down(run, "onnxruntime", "fp16", 8, 1.3), root / "20260103-000000-nvidia-h100-80gb-hbm3")
     assert _run(bench, ["regress", "--baseline", str(baselines), "--current", str(root), "--quiet"]) == 1
     assert _run(bench, ["baseline", "--from", str(tmp_path / "nothing")]) == 2
+
+
+def test_samples_stay_in_the_parquet_and_reach_the_gate(tmp_path: Path) -> None:
+    """The reviewed JSON carries no per-iteration samples; reading the baseline attaches them from the .parquet."""
+    lat = pl.col("measurement") == "latency"
+    run = make_run().with_columns(pl.when(lat).then(pl.lit([4.0, 4.1, 3.9, 4.2])).otherwise(None)
+                                  .alias("latency_samples_ms"))
+    path = write_baseline(run, tmp_path)
+    assert all("latency_samples_ms" not in row for row in json.loads(path.read_text())["rows"])
+    back = read_baseline(path)
+    assert back["latency_samples_ms"].to_list() == run["latency_samples_ms"].to_list()
+    # a parquet that no longer matches the JSON's rows is ignored (summary columns still gate)
+    run.head(3).write_parquet(path.with_suffix(".parquet"))
+    assert "latency_samples_ms" not in read_baseline(path).columns

@@ -154,7 +154,29 @@ def read_baseline(path: Path) -> pl.DataFrame:
     schema = {c: RESULT_COLUMNS.get(c, pl.Utf8) for c in columns}
     df = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
     validate(df)
-    return df
+    return _with_parquet_samples(df, Path(path).with_suffix(".parquet"))
+
+
+def _with_parquet_samples(df: pl.DataFrame, parquet: Path) -> pl.DataFrame:
+    """The per-iteration samples live in the baseline's .parquet (the JSON stays diffable); attach them.
+
+    Only when the parquet holds the same rows in the same order (same key columns): a stale or edited
+    pair of files falls back to the JSON's summary columns, which the gate also accepts.
+    """
+    import polars as pl
+
+    from .regress import KEY_COLUMNS, SAMPLES
+
+    if SAMPLES in df.columns or not parquet.is_file():
+        return df
+    try:
+        side = pl.read_parquet(parquet, columns=[*KEY_COLUMNS, SAMPLES])
+    except Exception:
+        return df
+    keys = list(KEY_COLUMNS)
+    if side.height != df.height or not side.select(keys).equals(df.select(keys).cast(side.select(keys).schema)):
+        return df
+    return df.with_columns(side[SAMPLES])
 
 
 def _json_value(v: Any) -> Any:
@@ -168,7 +190,7 @@ def write_baseline(results: pl.DataFrame, out_dir: Path = DEFAULT_BASELINE_DIR, 
     Rows that failed (status != ok) are kept: a baseline records what the device could do, and a gate
     then tolerates a runner that was already failing but flags one that newly fails.
     """
-    from .results import validate
+    from .results import SAMPLES, validate
 
     validate(results)
     if results.height == 0:
@@ -193,7 +215,8 @@ def write_baseline(results: pl.DataFrame, out_dir: Path = DEFAULT_BASELINE_DIR, 
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": source,
         "env": {c: first.get(c) for c in env_cols},
-        "rows": [{k: _json_value(v) for k, v in row.items()} for row in results.to_dicts()],
+        # per-iteration samples only in the .parquet: the JSON is reviewed in pull requests
+        "rows": [{k: _json_value(v) for k, v in row.items() if k != SAMPLES} for row in results.to_dicts()],
     }
     json_path = out_dir / f"{slug}.json"
     with atomic_path(out_dir / f"{slug}.parquet") as tmp:

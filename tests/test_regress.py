@@ -188,6 +188,10 @@ def test_faster_is_improved_not_failed() -> None:
     report = compare(base, slow_down(base, "onnxruntime", "fp32", 1, 0.5))
     assert report.passed
     assert [r.name for r in report.rows if r.verdict == "improved"] == ["onnxruntime/fp32/b1/latency"]
+    # an old baseline timed unfused eager: the comparison says so rather than crediting the change silently
+    unfused, fused = base.with_columns(pl.lit(False).alias("fused")), base.with_columns(pl.lit(True).alias("fused"))
+    notes = {r.message() for r in compare(unfused, fused).rows if r.measurement == "latency"}
+    assert notes == {"fused differs (False -> True): not the same model graph"}
 
 
 def test_drift_increase_beyond_tolerance_fails() -> None:

@@ -420,10 +420,12 @@ def _judge(base: dict, cur: dict, latency_tol: float, drift_tol_mm: float) -> tu
         return "error", (), f"current run: {c_status}"
     if cur["measurement"] == "latency":
         checks = _latency_checks(base, cur, latency_tol)
+        fb, fc = base.get("fused"), cur.get("fused")
+        note = f"fused differs ({fb} -> {fc}): not the same model graph" if None not in (fb, fc) and fb != fc else ""
         if any(c.failed for c in checks):
-            return "regression", checks, ""
+            return "regression", checks, note
         improved = any(-c.change > c.threshold and c.significant_better for c in checks)
-        return ("improved" if improved else "ok"), checks, ""
+        return ("improved" if improved else "ok"), checks, note
     checks = _drift_checks(base, cur, drift_tol_mm)
     if any(c.failed for c in checks):
         return "regression", checks, ""

@@ -442,6 +442,8 @@ def _index(df: pl.DataFrame, label: str) -> dict[tuple, dict]:
     rows: dict[tuple, dict] = {}
     for row in df.iter_rows(named=True):
         key = tuple(row[c] for c in KEY_COLUMNS)
+        if key in rows and all(str(r.get("status") or "").startswith("skipped") for r in (row, rows[key])):
+            continue  # several plans skipped for the same precision: never compared, one row is enough
         if key in rows:
             raise UsageError(f"{label}: row {'/'.join(map(str, key))} appears twice; pass one run, not a merge")
         rows[key] = row

@@ -64,7 +64,7 @@ def main() -> int:
         return code
     df = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "ok")
     threads = sorted(set(df["cpu_threads"].to_list()))
-    print(f"{args.config} on {df['device_name'][0]} ({'/'.join(map(str, threads))} threads), p50 of >= "
+    print(f"{args.config} on {df['device_name'][0]} (CPU threads: {'/'.join(map(str, threads))}), p50 of >= "
           f"{args.iterations} (CPU figures, not TensorRT):")
     for b in sorted(set(df["batch_size"].to_list())):
         rows = {(r["runner"], r["precision"]): r for r in df.filter(pl.col("batch_size") == b).iter_rows(named=True)}

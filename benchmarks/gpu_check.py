@@ -276,7 +276,7 @@ class Check:
                 continue
             for graphs in (True, False):
                 engine = TrtEngine(art.plan, cuda_graphs=graphs, buffers="torch")
-                mix = json.loads(art.sidecar.read_text()).get("precision_mix")
+                mix = art.precision_mix
                 try:
                     for b, x in self.images.items():
                         out = engine.infer(x)["vertices"]

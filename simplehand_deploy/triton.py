@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .artifact import EngineArtifact, plan_sidecar_path
 from .config import IMAGE_SIZE, NUM_JOINTS, NUM_VERTICES
 from .errors import UsageError
 from .fileio import atomic_path
@@ -46,43 +46,9 @@ class ModelSpec:
     outputs: tuple[TensorSpec, ...]
 
 
-def _sidecar_for(model: Path) -> dict[str, Any]:
-    side = model.with_suffix(".json")
-    if not side.is_file():
-        return {}
-    try:
-        doc = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{side}: sidecar is not valid JSON ({exc}); rebuild the artifact or remove it") from None
-    return doc if isinstance(doc, dict) else {}
-
-
-def _max_batch_from_sidecar(doc: Any) -> int | None:
-    """Find the profile's largest batch in a sidecar, whatever nesting the builder used.
-
-    Accepts `max_batch`/`max_batch_size`/`batch_max` integers, or a `max` batch (int) or shape (list whose
-    first element is the batch) under a `profile(s)` entry; returns the largest found.
-    """
-    found: list[int] = []
-
-    def walk(node: Any, in_profile: bool) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                k = str(key).lower()
-                if k in ("max_batch", "max_batch_size", "batch_max") and isinstance(value, int) and value > 0:
-                    found.append(value)
-                elif in_profile and k == "max" and isinstance(value, int) and value > 0:
-                    found.append(value)  # the engine builder's {"profile": {"image": {"max": N}}}
-                elif in_profile and k == "max" and isinstance(value, list) and value and isinstance(value[0], int):
-                    found.append(value[0])
-                else:
-                    walk(value, in_profile or "profile" in k)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item, in_profile)
-
-    walk(doc, False)
-    return max(found) if found else None
+def _sidecar_max_batch(plan: Path) -> int | None:
+    """The profile's max batch recorded beside a plan (None without a sidecar; UsageError for a bad one)."""
+    return EngineArtifact.read(plan).max_batch if EngineArtifact.has_sidecar(plan) else None
 
 
 def inspect_onnx(path: Path) -> ModelSpec:
@@ -115,14 +81,13 @@ def inspect_onnx(path: Path) -> ModelSpec:
         return tuple(out)
 
     inputs, outputs = spec(graph.input), spec(graph.output)
-    side = _max_batch_from_sidecar(_sidecar_for(path))
     if static_batch:
         batch = max(static_batch)
         if batch != 1:
             raise UsageError(f"--onnx {path}: batch axis is fixed at {batch}; Triton batches need batch 1 or a "
                              "dynamic batch axis: re-export with `simplehand-deploy export` (dynamic batch)")
         return ModelSpec("onnx", 1, inputs, outputs)
-    return ModelSpec("onnx", side or DEFAULT_ONNX_MAX_BATCH, inputs, outputs)
+    return ModelSpec("onnx", DEFAULT_ONNX_MAX_BATCH, inputs, outputs)
 
 
 def _max_batch_from_plan(path: Path) -> tuple[int | None, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -156,7 +121,7 @@ def inspect_plan(path: Path) -> ModelSpec:
     """Batch limit from the plan's profile (TensorRT present) or its sidecar; I/O names per our contract."""
     max_batch, ins, outs = _max_batch_from_plan(path)
     if max_batch is None:
-        max_batch = _max_batch_from_sidecar(_sidecar_for(path))
+        max_batch = _sidecar_max_batch(path)
     if not ins:
         ins = (TensorSpec("image", _EXPECTED["image"]),)
         outs = (TensorSpec("uv", _EXPECTED["uv"]), TensorSpec("vertices", _EXPECTED["vertices"]))
@@ -233,7 +198,7 @@ def export_triton(
         spec = ModelSpec(spec.kind, max_batch, spec.inputs, spec.outputs)
     if spec.max_batch < 1:
         raise UsageError(f"--engine {source}: max batch unknown (no TensorRT here and no profile in the sidecar "
-                         f"{source.with_suffix('.json').name}); pass --max-batch N with the profile's max batch")
+                         f"{plan_sidecar_path(source).name}); pass --max-batch N with the profile's max batch")
     model_dir = Path(out) / name
     with atomic_path(model_dir, is_dir=True) as tmp:
         tmp.chmod(0o755)  # mkdtemp makes 0700; a Triton container running as another user must read it

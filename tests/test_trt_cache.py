@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -191,7 +192,12 @@ def test_board_model(tmp_path):
 
 
 def test_plan_selection_skips_stale_and_foreign_plans():
-    from simplehand_deploy.trt.cache import plan_skip_reason
+    from simplehand_deploy.artifact import EngineArtifact
+    from simplehand_deploy.trt.cache import plan_skip_reason as skip_reason
+
+    def plan_skip_reason(sidecar, **kw):  # the sidecar as the plan's reader gives it
+        art = None if sidecar is None else EngineArtifact.from_json(sidecar, "k.json", path=Path("k.plan"))
+        return skip_reason(art, **kw)
 
     built = {"key_inputs": {**dataclasses.asdict(BASE), "gpu_sm_count": 132, "gpu_memory_mb": 81000}}
     here = {"trt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_sm": "9.0", "gpu_sm_count": 132,

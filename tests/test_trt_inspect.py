@@ -138,10 +138,16 @@ def test_check_engine_exit_codes(tmp_path, capsys):
     assert _run(deploy, ["check-engine", str(FIX / "int8_trt86.json"), "--precision", "int4"]) == 2
 
 
-def test_expected_share_from_artifact_sidecar():
-    assert expected_share("int8", {"int8": {"int8_mac_share": 0.95}}) == pytest.approx(0.75)
-    assert expected_share("int8", {"int8_mac_share": 0.62}) == pytest.approx(0.42)  # ModelOpt sidecar layout
-    assert expected_share("int8", {}) == 0.5 and expected_share("fp16", {"int8": {"int8_mac_share": 0.9}}) == 0.5
+def test_expected_share_from_artifact_sidecar(tmp_path):
+    from simplehand_deploy.artifact import OnnxArtifact
+
+    def share(doc):
+        (tmp_path / "m.json").write_text(json.dumps(doc))
+        return OnnxArtifact.read(tmp_path / "m.onnx").int8_share
+
+    assert expected_share("int8", share({"int8": {"int8_mac_share": 0.95}})) == pytest.approx(0.75)
+    assert expected_share("int8", share({"int8_mac_share": 0.62})) == pytest.approx(0.42)  # ModelOpt sidecar layout
+    assert expected_share("int8", share({})) == 0.5 and expected_share("fp16", 0.9) == 0.5
 
 
 def test_no_tf32_reaches_the_builder(monkeypatch, tmp_path):
@@ -191,5 +197,5 @@ def test_onnx_int8_weight_share_counts_quantised_layers_by_weight(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert onnx_int8_weight_share(path) == pytest.approx(6 / 8)
     # the builder's expectation: the lower of sidecar MAC share and weight share, minus the margin
-    assert expected_share("int8", {"int8": {"int8_mac_share": 0.9}}, 0.75) == pytest.approx(0.55)
-    assert expected_share("int8", {"int8": {"int8_mac_share": 0.6}}, 0.75) == pytest.approx(0.4)
+    assert expected_share("int8", 0.9, 0.75) == pytest.approx(0.55)
+    assert expected_share("int8", 0.6, 0.75) == pytest.approx(0.4)

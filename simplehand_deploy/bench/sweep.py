@@ -102,9 +102,8 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
 def select_plans(plans: Sequence[Path], onnx: Sequence[Path] | None) -> list[tuple[Path, str, str | None]]:
     """(plan, precision, None | why it is skipped) for each plan: only plans whose sidecar matches a current
     ONNX artifact (by sha256) and this machine (TensorRT version, GPU, SM, SM count, memory, board) run."""
-    import json
-
     from .._deps import tensorrt_or_none
+    from ..artifact import EngineArtifact
     from ..fileio import sha256_file
     from ..trt.cache import machine_key_fields, plan_skip_reason
 
@@ -120,12 +119,9 @@ def select_plans(plans: Sequence[Path], onnx: Sequence[Path] | None) -> list[tup
     shas = {sha256_file(p) for p in onnx} if onnx is not None else None
     out = []
     for p in plans:
-        try:
-            meta = json.loads(Path(p).with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            meta = None
-        precision = str(meta.get("precision", "")) if isinstance(meta, dict) else ""
-        out.append((Path(p), precision, plan_skip_reason(meta, onnx_shas=shas, machine=machine)))
+        art = EngineArtifact.read_or_none(p)
+        precision = str(art.precision or "") if art is not None else ""
+        out.append((Path(p), precision, plan_skip_reason(art, onnx_shas=shas, machine=machine)))
     return out
 
 

@@ -7,13 +7,12 @@ allocator: rows carry `engine_device_memory_mb` and `device_memory_delta_mb` ins
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..artifact import EngineArtifact
 from .base import Lifecycle
 
 
@@ -21,14 +20,9 @@ class TrtRunner(Lifecycle):
     torch_allocator = False  # bench.latency: torch's peak-memory counters say nothing about TensorRT
 
     def __init__(self, plan: str | os.PathLike[str], *, cuda_graphs: bool = True, buffers: str = "auto") -> None:
-        side = Path(plan).with_suffix(".json")
-        try:
-            meta = json.loads(side.read_text()) if side.is_file() else {}
-        except ValueError:
-            meta = {}
-        self.meta: dict[str, Any] = meta if isinstance(meta, dict) else {}
+        self.meta: EngineArtifact | None = EngineArtifact.read_or_none(plan)
         self.name = "tensorrt"
-        self.precision = self.meta.get("precision", "fp32")
+        self.precision: str = (self.meta.precision if self.meta else None) or "fp32"
         self.artifact = str(plan)
         self.device = "cuda"
         self.cuda_graphs = cuda_graphs
@@ -84,7 +78,8 @@ class TrtRunner(Lifecycle):
         from ..bench.latency import trtexec_command
 
         trt = tensorrt_or_none()
-        version = str(getattr(trt, "__version__", "")) or str(self.meta.get("key_inputs", {}).get("trt_version", ""))
+        recorded = self.meta.built_with("trt_version") if self.meta else None
+        version = str(getattr(trt, "__version__", "")) or str(recorded or "")
         graphs = self.engine is not None and batch in getattr(self.engine, "_graphs", {})
         return trtexec_command(self.artifact, batch, version, cuda_graphs=graphs, duration=duration,
                                iterations=iterations, warmup=warmup)
@@ -92,11 +87,12 @@ class TrtRunner(Lifecycle):
     def describe(self) -> dict[str, Any]:
         engine = self.engine
         graphs = bool(getattr(engine, "_graphs", False)) if engine is not None else False
+        meta = self.meta
         out = {"fused": True, "cuda_graphs": graphs, "artifact_sha256": self._sha, "timing_scope": "gpu_compute",
-               "precision_mix": self.meta.get("precision_mix"),
-               "precision_verified": self.meta.get("precision_verified"),
+               "precision_mix": meta.precision_mix if meta else None,
+               "precision_verified": meta.precision_verified if meta else None,
                "engine_device_memory_mb": getattr(engine, "engine_device_memory_mb", None)
-               if engine is not None else self.meta.get("engine_device_memory_mb"),
+               if engine is not None else meta.engine_device_memory_mb if meta else None,
                "device_memory_delta_mb": getattr(engine, "device_memory_delta_mb", None)}
         if self._batch is not None and engine is not None:
             out["trtexec_command"] = self.trtexec_command(self._batch)

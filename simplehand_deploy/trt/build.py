@@ -11,31 +11,25 @@ precision that cannot be honoured raises; we never hand back a silent FP32 engin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .._deps import INSTALL_HINTS, tensorrt_or_none
+from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layers_path, rejected_layers_path
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
+from ..literals import Precision
 from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_paths, timing_cache_name
 from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge, onnx_int8_weight_share
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = (1, 8, 64)
-
-
-@dataclass
-class EngineArtifact:
-    plan: Path
-    sidecar: Path
-    key: str
-    cached: bool
-    seconds: float
 
 
 def require_tensorrt() -> Any:
@@ -154,23 +148,26 @@ def build_engine(
                                 trt_version=str(trt.__version__), device=device, tf32=tf32)
     key = engine_key(inputs)
     plan, sidecar = plan_paths(key, out_dir)
-    layers_file = plan.with_suffix(".layers.json")
+    layers_file = plan_layers_path(plan)
     from filelock import FileLock
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with FileLock(str(plan) + ".lock"):
         if not force and plan.is_file() and sidecar.is_file() and _loads(plan):
-            return EngineArtifact(plan, sidecar, key, True, 0.0)
+            cached = EngineArtifact.read_or_none(plan)
+            if cached is not None:
+                return dataclasses.replace(cached, cached=True, seconds=0.0)
         t0 = time.time()
         island = fp32_island(onnx_path) if major < 10 and precision in ("fp16", "int8") else set()
         data, layers, engine_mem = _build(onnx_path, precision, profile, workspace_mb, opt_level,
                                           Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device,
                                           tf32=tf32, island=island)
-        need = expected_share(precision, read_onnx_sidecar(onnx_path),
+        source = OnnxArtifact.read_or_none(onnx_path)
+        need = expected_share(precision, source.int8_share if source is not None else None,
                               onnx_int8_weight_share(onnx_path) if precision == "int8" else None)
         verdict = verify_precision(layers, precision, need)
         if verdict.share is not None and not verdict.ok:
-            rejected = plan.with_suffix(".rejected.layers.json")
+            rejected = rejected_layers_path(plan)
             write_json_atomic(rejected, layers)
             raise VerificationError(f"TensorRT built {onnx_path.name} as {precision} in name only: {verdict.message} "
                                     f"(GPU {device['name']} SM {device['sm']}, TensorRT {trt.__version__}); "
@@ -180,26 +177,15 @@ def build_engine(
         report = _report_or_none(layers)
         write_json_atomic(layers_file, layers)
         write_bytes_atomic(plan, data)
-        meta = {"kind": "simplehand-trt-plan", "key": key, "precision": precision, "onnx": str(onnx_path),
-                "profile": {"image": {"min": lo, "opt": opt, "max": hi}}, "key_inputs": asdict(inputs),
-                "build_seconds": round(time.time() - t0, 1), "tf32": tf32,
-                "precision_verified": verdict.ok if verdict.share is not None else None,
-                "precision_check": verdict.message, "precision_share_required": round(need, 4),
-                "precision_mix": report.mix if report else None,
-                "precision_summary": report.summary() if report else None,
-                "fp32_island_layers": len(island), "engine_device_memory_mb": engine_mem,
-                "layers_file": layers_file.name,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_json_atomic(sidecar, meta)
-        return EngineArtifact(plan, sidecar, key, False, time.time() - t0)
-
-
-def read_onnx_sidecar(onnx_path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(onnx_path.with_suffix(".json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        seconds = time.time() - t0
+        art = engine_artifact(
+            plan, key=key, precision=cast(Precision, precision), onnx=str(onnx_path), profile=(lo, opt, hi),
+            key_inputs=asdict(inputs), build_seconds=round(seconds, 1), tf32=tf32,
+            precision_verified=verdict.ok if verdict.share is not None else None,
+            precision_check=verdict.message, precision_share_required=round(need, 4),
+            precision_mix=report.mix if report else None, precision_summary=report.summary() if report else None,
+            fp32_island_layers=len(island), engine_device_memory_mb=engine_mem, layers_file=layers_file.name)
+        return dataclasses.replace(art.write(), cached=False, seconds=seconds)
 
 
 def _report_or_none(layers: Any) -> PrecisionReport | None:

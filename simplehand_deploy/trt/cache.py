@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..artifact import EngineArtifact, OnnxArtifact, plan_sidecar_path
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,17 @@ MACHINE_FIELDS = (("trt_version", "TensorRT"), ("gpu_name", "GPU"), ("gpu_sm", "
                   ("gpu_memory_mb", "GPU memory MB"), ("board_model", "board"))
 
 
-def plan_skip_reason(sidecar: Any, *, onnx_shas: Collection[str] | None, machine: dict[str, Any]) -> str | None:
+def plan_skip_reason(plan: EngineArtifact | None, *, onnx_shas: Collection[str] | None,
+                     machine: dict[str, Any]) -> str | None:
     """None when a plan may be benchmarked here; else why not (the `skipped: <reason>` of its one row).
 
-    `onnx_shas`: sha256 of the current ONNX artifacts (None: do not check staleness, e.g. plans named by the
-    user); `machine`: this machine's key inputs (fields absent from either side are not compared).
+    `plan`: the plan as its sidecar describes it (None: no readable sidecar); `onnx_shas`: sha256 of the
+    current ONNX artifacts (None: do not check staleness, e.g. plans named by the user); `machine`: this
+    machine's key inputs (fields absent from either side are not compared).
     """
-    if not isinstance(sidecar, dict) or not isinstance(sidecar.get("key_inputs"), dict):
+    if plan is None or plan.key_inputs is None:
         return "no readable sidecar (<key>.json): not built by simplehand-deploy build"
-    built = sidecar["key_inputs"]
+    built = plan.key_inputs
     if onnx_shas is not None and built.get("onnx_sha256") not in onnx_shas:
         sha = str(built.get("onnx_sha256") or "?")[:12]
         return (f"stale: built from ONNX sha256 {sha}..., not one of the current ONNX artifacts of this model "
@@ -171,8 +174,8 @@ def timing_cache_name(trt_version: str, device: dict[str, Any]) -> str:
 
 
 def plan_paths(key: str, out_dir: str | os.PathLike[str] = "engines") -> tuple[Path, Path]:
-    d = Path(out_dir)
-    return d / f"{key}.plan", d / f"{key}.json"
+    plan = Path(out_dir) / f"{key}.plan"
+    return plan, plan_sidecar_path(plan)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -183,13 +186,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 def recipe(onnx_path: str | os.PathLike[str], precision: str) -> dict[str, Any]:
     """The precision recipe recorded in the ONNX artifact's sidecar (quantiser, method, calibration hash)."""
-    side = Path(onnx_path).with_suffix(".json")
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError):
-        return {}
-    got = meta.get(precision, {}) if isinstance(meta, dict) else {}
-    return got if isinstance(got, dict) else {}
+    art = OnnxArtifact.read_or_none(onnx_path)
+    return art.recipe(precision) if art is not None else {}
 
 
 def current_key_inputs(

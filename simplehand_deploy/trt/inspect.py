@@ -234,19 +234,17 @@ def check_engine(path: str | os.PathLike[str], precision: str,
     return report, judge(report, precision, min_share)
 
 
-def expected_share(precision: str, onnx_sidecar: Any, weight_share: float | None = None) -> float:
+def expected_share(precision: str, artifact_share: float | None, weight_share: float | None = None) -> float:
     """Minimum weighted share a fresh build must show: for INT8 the artifact's own INT8 share minus a margin.
 
-    The artifact's share is `int8_mac_share` from its sidecar; when the graph's INT8 share by weight count
-    (`onnx_int8_weight_share`, the measure the engine check uses) is lower, that one counts, so the two
-    sides are compared in the same unit (trained tiny, dense placement: MAC share 0.62, weight share 0.47).
+    `artifact_share` is the INT8 share of weighted-layer MACs the ONNX artifact records
+    (`OnnxArtifact.int8_share`); when the graph's INT8 share by weight count (`onnx_int8_weight_share`, the
+    measure the engine check uses) is lower, that one counts, so the two sides are compared in the same
+    unit (trained tiny, dense placement: MAC share 0.62, weight share 0.47).
     """
     if precision != "int8":
         return DEFAULT_MIN_SHARE
-    meta: dict[str, Any] = onnx_sidecar if isinstance(onnx_sidecar, dict) else {}
-    found = meta.get("int8")
-    section: dict[str, Any] = found if isinstance(found, dict) else {}
-    share = section.get("int8_mac_share", meta.get("int8_mac_share"))
+    share = artifact_share
     if not isinstance(share, int | float) or isinstance(share, bool) or not 0 < float(share) <= 1:
         return DEFAULT_MIN_SHARE
     own = float(share) if weight_share is None else min(float(share), weight_share)

@@ -13,7 +13,6 @@ same stream (torch's `CUDAGraph.replay()` would otherwise launch on the current 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -318,14 +317,14 @@ def _memory(buffers: str) -> Any:
 
 def _mismatch(plan: Path, trt: Any, device: dict[str, str]) -> str:
     """What differs between the plan's sidecar and this machine (why deserialisation failed)."""
-    side = plan.with_suffix(".json")
-    try:
-        built = json.loads(side.read_text()).get("key_inputs", {})
-    except (OSError, ValueError):
+    from ..artifact import EngineArtifact
+
+    art = EngineArtifact.read_or_none(plan)
+    if art is None:
         return "built elsewhere?"
-    diffs = [f"{label} {built.get(k)!r} != {here!r}" for label, k, here in
+    diffs = [f"{label} {art.built_with(k)!r} != {here!r}" for label, k, here in
              (("TensorRT", "trt_version", str(trt.__version__)), ("GPU", "gpu_name", device.get("name")),
-              ("SM", "gpu_sm", device.get("sm"))) if built.get(k) not in (None, here)]
+              ("SM", "gpu_sm", device.get("sm"))) if art.built_with(k) not in (None, here)]
     return "built with " + ", ".join(diffs) if diffs else "corrupt or built elsewhere?"
 
 

@@ -201,13 +201,25 @@ def measure_drift(
     rows = []
     for path in onnx_paths:
         out = run(make_session(path), cal.images, batch_size)
-        row: dict[str, Any] = {"artifact": str(path), "precision": graph_kind(path)}
+        row: dict[str, Any] = {"artifact": str(path), "precision": graph_kind(path),
+                               "int8_target": _int8_target(path)}
         row.update(accuracy_row(ref, out, labels, regressor, hand.regions if hand else None))
         row.update(eager)
         rows.append(row)
         if per_vertex is not None:
             per_vertex[str(path)] = vertex_drift_mm(ref, out).mean(axis=0)
     return pl.DataFrame(rows)
+
+
+def _int8_target(path: str | os.PathLike[str]) -> str | None:
+    """The TensorRT target an INT8 artifact's sidecar names (trt10 / trt8); None without one."""
+    from .export import read_sidecar
+
+    try:
+        target = read_sidecar(path).get("int8_target")
+    except (OSError, ValueError):
+        return None
+    return str(target) if target else None
 
 
 def render_table(df: Any, title: str = "drift vs PyTorch FP32 eager") -> Any:

@@ -30,9 +30,12 @@ PARITY_TOL = 1e-4
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def artifact_name(config: str, weights_short: str, precision: str) -> str:
+def artifact_name(config: str, weights_short: str, precision: str, target: str | None = None) -> str:
+    """`simplehand-<config>-<weights>-<precision>.onnx`; INT8 names its TensorRT target (`...-int8-trt10.onnx`)."""
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        return f"simplehand-{config}-{weights_short}-int8-{target or 'trt10'}.onnx"
     return f"simplehand-{config}-{weights_short}-{precision}.onnx"
 
 
@@ -253,8 +256,8 @@ def _try_simplify(model: SimpleHand, path: Path, graph: Any, log: Any) -> bool:
 
 # Bumped whenever export / fp16 / int8 write a different graph for the same inputs; `make engine` rebuilds
 # an artifact whose sidecar records another value (2: Constant weights as initializers, TensorRT-style
-# Q/DQ placement).
-ARTIFACT_FORMAT = 2
+# Q/DQ placement; 3: attention scores in the FP32 island, INT8 per TensorRT target).
+ARTIFACT_FORMAT = 3
 
 
 def _sidecar(model: SimpleHand, info: CheckpointInfo | None, opset: int, dynamo: bool, simplified: bool,

@@ -38,8 +38,8 @@ def _fresh(path: Path, source: Path | None = None) -> bool:
     return source is None or path.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 
-def _same_int8_recipe(int8: Path, fp32: Path, method: str) -> bool:
-    """The INT8 sidecar records this FP32 source, this method and today's default placement.
+def _same_int8_recipe(int8: Path, fp32: Path, method: str, target: str) -> bool:
+    """The INT8 sidecar records this FP32 source, this method, this target and today's default placement.
 
     An artifact from an older toolkit (another Q/DQ placement) or another --method is rebuilt, not reused.
     """
@@ -52,7 +52,19 @@ def _same_int8_recipe(int8: Path, fp32: Path, method: str) -> bool:
         return False
     recipe = side.get("int8") or {}
     return (side.get("source_sha256") == src.get("onnx_sha256") and recipe.get("method") == method
-            and recipe.get("placement") == DEFAULT_PLACEMENT)
+            and recipe.get("placement") == DEFAULT_PLACEMENT and side.get("int8_target") == target)
+
+
+def int8_targets() -> tuple[str, ...]:
+    """INT8 artifacts `make engine` writes: the one the local TensorRT needs, or both where there is none."""
+    from ._deps import tensorrt_or_none
+
+    trt = tensorrt_or_none()
+    if trt is None:
+        return ("trt10", "trt8")
+    from .trt.build import trt_major
+
+    return ("trt10",) if trt_major(trt) >= 10 else ("trt8",)
 
 
 def run_engine_job(
@@ -116,12 +128,16 @@ def run_engine_job(
             status = "built"
         rows.append({"artifact": "ONNX fp16", "status": status, "path": str(fp16), "note": "FP32 island"})
     if "int8" in precisions:
-        int8 = onnx_for["int8"] = out / artifact_name(info.config, info.short, "int8")
-        status = "reused"
-        if not (_fresh(int8, fp32) and _fresh(int8, calib / "manifest.json") and _same_int8_recipe(int8, fp32, method)):
-            quantize_int8(fp32, calib, int8, method=method, progress=not quiet)
-            status = "built"
-        rows.append({"artifact": "ONNX int8", "status": status, "path": str(int8), "note": f"Q/DQ, {method}"})
+        for target in int8_targets():
+            int8 = out / artifact_name(info.config, info.short, "int8", target)
+            onnx_for.setdefault("int8", int8)  # the engine is built from the first: the local TensorRT's target
+            status = "reused"
+            if not (_fresh(int8, fp32) and _fresh(int8, calib / "manifest.json")
+                    and _same_int8_recipe(int8, fp32, method, target)):
+                quantize_int8(fp32, calib, int8, method=method, target=target, progress=not quiet)
+                status = "built"
+            note = f"Q/DQ, {method}, " + ("FP16 remainder, opset 19" if target == "trt10" else "FP32 scales, opset 17")
+            rows.append({"artifact": f"ONNX int8 {target}", "status": status, "path": str(int8), "note": note})
 
     _log("[4/4] TensorRT engines", quiet)
     rows.extend(_engines(onnx_for, precisions, profile, out, quiet, tf32=tf32))

@@ -22,16 +22,21 @@ def job(tmp_path_factory):
     return root, rows
 
 
-def test_engine_job_leaves_three_onnx_artifacts_with_sidecars(job):
+@pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
+def test_engine_job_leaves_onnx_artifacts_with_sidecars(job):
+    """Without TensorRT both INT8 targets are written: trt10 (TensorRT >= 10) and trt8 (TensorRT 8.6)."""
     root, rows = job
-    assert [r["status"] for r in rows if r["artifact"].startswith("ONNX")] == ["built"] * 3
-    for precision in ("fp32", "fp16", "int8"):
-        onnx = root / "engines" / f"simplehand-tiny-seed0-{precision}.onnx"
+    assert [r["status"] for r in rows if r["artifact"].startswith("ONNX")] == ["built"] * 4
+    for name, precision, opset in (("fp32", "fp32", 17), ("fp16", "fp16", 17), ("int8-trt10", "int8", 19),
+                                   ("int8-trt8", "int8", 17)):
+        onnx = root / "engines" / f"simplehand-tiny-seed0-{name}.onnx"
         side = json.loads(onnx.with_suffix(".json").read_text())
         assert onnx.is_file() and side["precision"] == precision and side["config"] == "tiny"
-        assert len(side["onnx_sha256"]) == 64
-    assert json.loads((root / "engines" / "simplehand-tiny-seed0-int8.json").read_text())["int8"]["calibration"][
-        "num"] == 6
+        assert len(side["onnx_sha256"]) == 64 and side["opset"] == opset
+        if precision == "int8":
+            assert side["int8_target"] == side["int8"]["target"] == name.split("-")[1]
+            assert side["int8"]["calibration"]["num"] == 6
+    assert not list((root / "engines").glob("*-int8.onnx"))
     assert (root / "calibration" / "synthetic-6" / "manifest.json").is_file()
 
 
@@ -52,10 +57,10 @@ def test_summary_table_names_the_skip_reason_once(job):
     _, rows = job
     import io
 
-    console = Console(width=140, record=True, file=io.StringIO())
+    console = Console(width=200, record=True, file=io.StringIO())
     console.print(summary_table(rows))
     text = console.export_text()
-    assert text.count("pip install") == 1 and "skipped" in text and "simplehand-tiny-seed0-int8.onnx" in text
+    assert text.count("pip install") == 1 and "skipped" in text and "simplehand-tiny-seed0-int8-trt10.onnx" in text
 
 
 def test_engine_job_reuses_artifacts(job):
@@ -84,15 +89,19 @@ def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
 
     def int8_status(**extra):
         rows = run_engine_job(**kw, **extra)
-        return next(r["status"] for r in rows if r["artifact"] == "ONNX int8")
+        return next(r["status"] for r in rows if r["artifact"] == "ONNX int8 trt10")
 
-    side = work / "engines" / "simplehand-tiny-seed0-int8.json"
+    side = work / "engines" / "simplehand-tiny-seed0-int8-trt10.json"
     meta = json.loads(side.read_text())
     del meta["int8"]["placement"]  # what a sidecar written before placements existed looks like
     side.write_text(json.dumps(meta))
     assert int8_status() == "built"
     assert json.loads(side.read_text())["int8"]["placement"] == "dense"
     assert int8_status() == "reused"
+    assert int8_status(method="percentile") == "built"
+    meta = json.loads(side.read_text())
+    del meta["int8_target"]  # a sidecar from before INT8 targets existed
+    side.write_text(json.dumps(meta))
     assert int8_status(method="percentile") == "built"
     fp32_side = work / "engines" / "simplehand-tiny-seed0-fp32.json"
     meta = json.loads(fp32_side.read_text())
@@ -108,7 +117,7 @@ def test_artifacts_run_in_onnxruntime(job):
     root, _ = job
     x = np.load(root / "calibration" / "synthetic-6" / "images.npy")[:2]
     ref = run(make_session(root / "engines" / "simplehand-tiny-seed0-fp32.onnx"), x)
-    for p in ("fp16", "int8"):
+    for p in ("fp16", "int8-trt10", "int8-trt8"):
         out = run(make_session(root / "engines" / f"simplehand-tiny-seed0-{p}.onnx"), x)
         assert out["vertices"].shape == (2, 778, 3)
         assert np.abs(out["vertices"] - ref["vertices"]).mean() < 0.05  # metres: same model, not noise

@@ -23,11 +23,13 @@ def arts(tmp_path_factory):
     fp32 = export_onnx(create_model("tiny", seed=0), root / "m-fp32.onnx", progress=False)
     calib = build_calibration_set(root / "cal", synthetic=True, num=8, seed=1, progress=False)
     fp16 = convert_fp16(fp32, root / "m-fp16.onnx")
-    int8 = quantize_int8(fp32, calib, root / "m-int8.onnx", progress=False)
-    return {"fp32": fp32, "fp16": fp16, "int8": int8, "calib": calib, "root": root}
+    int8 = quantize_int8(fp32, calib, root / "m-int8.onnx", progress=False, target="trt8")
+    trt10 = quantize_int8(fp32, calib, root / "m-int8-trt10.onnx", progress=False)  # the default target
+    return {"fp32": fp32, "fp16": fp16, "int8": int8, "trt10": trt10, "calib": calib, "root": root}
 
 
 def test_int8_qdq_is_what_tensorrt_accepts(arts):
+    """--target trt8: TensorRT 8.6's form, opset <= 17 and FP32 scales."""
     model = onnx.load(arts["int8"])
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 17
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -99,6 +101,7 @@ def test_graphs_run_and_drift_is_small(arts):
     assert rows["fp32"]["uv_drift_mean_px"] < rows["fp16"]["uv_drift_mean_px"] < rows["int8"]["uv_drift_mean_px"]
     assert rows["int8"]["vertex_drift_mean_mm"] > rows["fp32"]["vertex_drift_mean_mm"]
     assert rows["int8"]["pa_mpvpe_mm"] > 0 and rows["int8"]["num_samples"] == 8
+    assert rows["int8"]["int8_target"] == "trt8" and rows["fp16"]["int8_target"] is None  # drift rows name the target
 
 
 def test_int8_bad_inputs_leave_nothing(arts, tmp_path, capsys):
@@ -117,23 +120,55 @@ def test_int8_bad_inputs_leave_nothing(arts, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".q.onnx*"))
 
 
-def test_sensitivity_repair_meets_budget(arts, tmp_path):
+@pytest.fixture(scope="module")
+def calib16(arts):
+    from simplehand_deploy.calibration import build_calibration_set
+
+    return build_calibration_set(arts["root"] / "cal16", synthetic=True, num=16, seed=2, progress=False)
+
+
+def test_sensitivity_repair_meets_budget_on_held_out_crops(arts, calib16, tmp_path):
+    """The budget is checked on the last 25% of the calibration set (at least 8), which never calibrates."""
     import json
 
-    quantize_int8(arts["fp32"], arts["calib"], tmp_path / "d.onnx", max_drift_mm=1.0, progress=False)
-    rep = json.loads((tmp_path / "d.json").read_text())["int8"]["sensitivity_repair"]
+    quantize_int8(arts["fp32"], calib16, tmp_path / "d.onnx", max_drift_mm=1.0, progress=False, target="trt8")
+    side = json.loads((tmp_path / "d.json").read_text())["int8"]
+    rep = side["sensitivity_repair"]
     assert rep["met"] and rep["excluded_groups"] == [] and rep["drift_all_quantised_mm"] <= 1.0  # dense: in budget
-    out = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "r.onnx", max_drift_mm=1.0, progress=False,
-                        placement="all")
+    assert rep["checked_on"]["crops"] == 8 and rep["checked_on"]["calibration_crops"] == 8
+    assert "held out" in rep["checked_on"]["note"] and side["calibration"]["used"] == 8
+    out = quantize_int8(arts["fp32"], calib16, tmp_path / "r.onnx", max_drift_mm=1.0, progress=False,
+                        placement="all", target="trt8")
     rep = json.loads((tmp_path / "r.json").read_text())["int8"]["sensitivity_repair"]
     assert rep["drift_all_quantised_mm"] > 1.0  # untrained tiny, every layer INT8: over budget ...
     assert rep["met"] and rep["final_drift_mm"] <= 1.0 and rep["excluded_groups"]  # ... repair brings it under
     assert len(rep["group_sensitivity_mm"]) == 8 and {"cpu_ms_all_int8", "cpu_ms_repaired"} <= set(rep)
     assert 0 < rep["layers_int8"] < rep["layers_weighted"]  # some layers stay INT8, some were made float
-    x = np.load(arts["calib"] / "images.npy")
-    ref = run(make_session(arts["fp32"]), x[:16])
-    drift = np.linalg.norm(run(make_session(out), x[:16])["vertices"] - ref["vertices"], axis=-1).mean() * 1000
-    assert drift == pytest.approx(rep["final_drift_mm"], rel=1e-4)
+    x = np.load(calib16 / "images.npy")
+    for crops, same in ((x[8:], True), (x[:8], False)):  # the figure is the held-out crops', not in-sample
+        ref = run(make_session(arts["fp32"]), crops)
+        drift = np.linalg.norm(run(make_session(out), crops)["vertices"] - ref["vertices"], axis=-1).mean() * 1000
+        assert bool(drift == pytest.approx(rep["final_drift_mm"], rel=1e-4)) is same
+
+
+def test_repair_that_misses_its_budget_exits_1(arts, calib16, tmp_path, capsys):
+    out = tmp_path / "miss.onnx"  # trt10: the FP16 remainder drifts even with every layer group float
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(calib16), "--out", str(out),
+                         "--max-drift-mm", "0.000001", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "missed its budget" in err and "held-out" in err
+    assert out.is_file()  # the artifact is kept, its sidecar says the budget was not met
+    import json
+
+    assert json.loads(out.with_suffix(".json").read_text())["int8"]["sensitivity_repair"]["met"] is False
+
+
+def test_repair_needs_enough_crops_to_hold_some_out(arts, tmp_path, capsys):
+    out = tmp_path / "few.onnx"
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(out),
+                         "--max-drift-mm", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--max-drift-mm" in err and "--num 16" in err and not out.exists()
 
 
 def test_exclude_by_op_type_and_unknown_name(arts, tmp_path, capsys):
@@ -163,7 +198,8 @@ def test_entropy_is_not_minmax(arts, tmp_path):
         return np.array([float(inits[n.input[1]]) for n in model.graph.node
                          if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1])
 
-    ent = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "e.onnx", method="entropy", progress=False)
+    ent = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "e.onnx", method="entropy", progress=False,
+                        target="trt8")
     mm, es = scales(arts["int8"]), scales(ent)
     assert mm.shape == es.shape and (es < mm - 1e-9).sum() > len(mm) // 4  # entropy clips: many smaller scales
     assert (es <= mm * (1 + 1e-6)).all()  # and never widens the range
@@ -227,3 +263,61 @@ def test_placement_dense_vs_all(arts, tmp_path, capsys):
     code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(bad),
                          "--placement", "everything", "--quiet"])
     assert code == 2 and "--placement" in capsys.readouterr().err and not bad.exists()
+
+
+def test_trt10_target_has_fp16_remainder_and_fp32_island(arts):
+    """--target trt10 (default): opset 19, DQs feeding FP16 layers carry FP16 scales, the FP32 island
+    (norms, softmax + attention scores, grid path, heads) stays FP32, the same Q/DQ placement as trt8."""
+    import json
+
+    from simplehand_deploy.precision import int8_mac_share
+    from simplehand_deploy.precision.fp16 import island
+
+    model = onnx.load(arts["trt10"])
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 19
+    g = model.graph
+    elem = {t.name: t.data_type for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    fp32_nodes = island(onnx.load(arts["fp32"]).graph)
+    dqs = [n for n in g.node if n.op_type == "DequantizeLinear"]
+    assert len(dqs) > 20
+    for dq in dqs:  # FP16 scales where the DQ feeds FP16 layers; FP32 where it feeds the island (Q @ K^T)
+        in_island = all(r.name in fp32_nodes for r in readers[dq.output[0]])
+        assert elem[dq.input[1]] == (single if in_island else half), dq.name
+    assert sum(elem[dq.input[1]] == half for dq in dqs) > len(dqs) // 2
+    for n in g.node:  # a Q shares its DQ's scale, of one type
+        if n.op_type == "QuantizeLinear":
+            assert {elem[d.input[1]] for d in readers[n.output[0]]} == {elem[n.input[1]]}
+    # weighted layers outside the island and not quantised (depthwise convs: `dense`) run FP16 ...
+    convs = [n for n in g.node if n.op_type == "Conv" and n.input[1] in elem and n.name not in fp32_nodes]
+    assert convs and all(elem[n.input[1]] == half for n in convs)
+    # ... the island keeps FP32 weights and norms
+    island_w = [n.input[1] for n in g.node if n.name in fp32_nodes and n.op_type in ("MatMul", "Gemm", "Conv")
+                and n.input[1] in elem]
+    assert island_w and all(elem[w] == single for w in island_w)
+    ln = [n for n in g.node if n.op_type == "LayerNormalization"]
+    assert ln and all(elem[n.input[1]] == single for n in ln)
+    side = json.loads(arts["trt10"].with_suffix(".json").read_text())
+    trt8 = json.loads(arts["int8"].with_suffix(".json").read_text())
+    assert side["int8_target"] == "trt10" and side["opset"] == 19 and trt8["int8_target"] == "trt8"
+    assert side["int8"]["excluded_nodes"] == trt8["int8"]["excluded_nodes"]
+    assert side["int8"]["int8_mac_share"] == pytest.approx(int8_mac_share(arts["int8"])) == pytest.approx(
+        int8_mac_share(model))
+    assert producers  # graph walked
+    x = np.load(arts["calib"] / "images.npy")
+    ref = run(make_session(arts["fp32"]), x)
+    d10, d8 = (np.linalg.norm(run(make_session(arts[k]), x)["vertices"] - ref["vertices"], axis=-1).mean()
+               for k in ("trt10", "int8"))
+    assert 0 < d8 < d10 < 0.005  # metres: the FP16 remainder adds drift (seed weights), still the same model
+
+
+def test_int8_bad_target_is_a_usage_error(arts, tmp_path, capsys):
+    out = tmp_path / "t.onnx"
+    code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(out),
+                         "--target", "trt11", "--quiet"])
+    assert code == 2 and "--target" in capsys.readouterr().err and not out.exists()

@@ -18,7 +18,7 @@ from __future__ import annotations
 from .fp16 import FP16_BLOCK_OPS, convert_fp16
 from .graph import INT8_OPS, sensitive_nodes
 from .macs import int8_mac_share
-from .qdq import DEFAULT_PLACEMENT, METHODS, PLACEMENTS, quantize_int8
+from .qdq import DEFAULT_PLACEMENT, DEFAULT_TARGET, METHODS, PLACEMENTS, TARGET_OPSET, TARGETS, quantize_int8
 
-__all__ = ["DEFAULT_PLACEMENT", "FP16_BLOCK_OPS", "INT8_OPS", "METHODS", "PLACEMENTS", "convert_fp16",
-           "int8_mac_share", "quantize_int8", "sensitive_nodes"]
+__all__ = ["DEFAULT_PLACEMENT", "DEFAULT_TARGET", "FP16_BLOCK_OPS", "INT8_OPS", "METHODS", "PLACEMENTS",
+           "TARGETS", "TARGET_OPSET", "convert_fp16", "int8_mac_share", "quantize_int8", "sensitive_nodes"]

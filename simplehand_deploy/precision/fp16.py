@@ -1,14 +1,16 @@
-"""FP16 graph with FP32 inputs/outputs and an FP32 island, written directly (no onnxconverter-common).
+"""FP16 graphs with FP32 inputs/outputs and an FP32 island, written directly (no onnxconverter-common).
 
-The island: LayerNormalization, Softmax and GridSample by op type, plus the grid path and the vertex
-head found by `graph.sensitive_nodes`.
+The island: LayerNormalization, Softmax and GridSample by op type (`--block`), plus, always, the grid
+path, the vertex head and the attention scores found by `graph.sensitive_nodes`. The same rewrite
+(`to_fp16`) makes the FP16 remainder of the INT8 artifact for TensorRT >= 10, so the island is built
+one way everywhere.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,49 +21,56 @@ from ..fileio import atomic_path, sha256_file, write_json_atomic
 from .graph import sensitive_nodes
 
 FP16_BLOCK_OPS = ("LayerNormalization", "Softmax", "GridSample")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
-def convert_fp16(
-    src: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    blocklist: Sequence[str] | None = None,
-    progress: bool = False,
-) -> Path:
-    """FP16 graph with FP32 inputs/outputs and an FP32 island (op types or node names in `blocklist`).
+def island(graph: Any) -> set[str]:
+    """Node names that stay FP32 whatever --block says: grid path, vertex head, attention scores."""
+    marks = sensitive_nodes(graph)
+    return marks["grid_path"] | marks["vertex_head"] | marks["attention_scores"]
 
-    Written directly rather than with onnxconverter-common, whose output for this model does not
-    load (Cast nodes left at FLOAT inside the FP16 region; graph outputs read internally wired to the
-    FP32 copy). Every float tensor gets one precision, decided by its producer; a Cast is inserted
-    wherever a consumer runs at the other precision.
+
+def to_fp16(model: Any, fp32_nodes: Iterable[str], block_ops: Iterable[str] = FP16_BLOCK_OPS) -> Any:
+    """Rewrite `model` (in place, returned) to FP16 outside `fp32_nodes` and the op types/names in `block_ops`.
+
+    Every float tensor gets one precision, decided by its producer; a Cast is inserted wherever a
+    consumer runs at the other precision; graph inputs and outputs stay FP32. Float initializers
+    become FP16 when every consumer runs in FP16. Q/DQ graphs (opset >= 19): a DequantizeLinear runs
+    at its consumers' precision (its output takes its scale's type) and a QuantizeLinear at its
+    DequantizeLinear's, so a pair shares one scale initializer of one type, and an FP16 layer reads
+    FP16 straight from its DQs.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = load_onnx(src)
-    model = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    model.graph.ClearField("value_info")
+    model.graph.value_info.extend(inferred.graph.value_info)
     g = model.graph
-    marks = sensitive_nodes(g)
-    block = set(blocklist if blocklist is not None else FP16_BLOCK_OPS)
-    fp32_nodes = marks["grid_path"] | marks["vertex_head"]
+    block = set(block_ops)
+    fp32 = set(fp32_nodes)
     types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
     inits = {t.name: t for t in g.initializer}
     for name, t in inits.items():
         types[name] = t.data_type
     FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
-
-    def is_half(node: Any) -> bool:
-        if node.op_type in block or node.name in block or node.name in fp32_nodes:
-            return False
-        return any(types.get(o) == FLOAT for o in node.output)
-
-    half_nodes = {n.name for n in g.node if is_half(n)}
-    precision: dict[str, int] = {i.name: FLOAT for i in g.input}  # tensor -> its stored float type
     consumers: dict[str, list[Any]] = {}
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    # Initializers: FP16 when every float consumer runs in FP16.
+
+    def is_half(node: Any) -> bool:
+        if node.op_type in block or node.name in block or node.name in fp32 or node.op_type in QDQ_OPS:
+            return False
+        return any(types.get(o) == FLOAT for o in node.output)
+
+    half_nodes = {n.name for n in g.node if is_half(n)}
+    for op in QDQ_OPS[::-1]:  # DQ follows its readers, then Q follows its DQ
+        for n in g.node:
+            readers = [c for o in n.output for c in consumers.get(o, [])]
+            if n.op_type == op and readers and all(c.name in half_nodes for c in readers):
+                half_nodes.add(n.name)
+    precision: dict[str, int] = {i.name: FLOAT for i in g.input}  # tensor -> its stored float type
     new_inits = []
     for name, t in inits.items():
         if t.data_type == FLOAT and consumers.get(name) and all(c.name in half_nodes for c in consumers[name]):
@@ -117,12 +126,34 @@ def convert_fp16(
     g.node.extend(new_nodes)
     del g.value_info[:]
     onnx.checker.check_model(model)
+    return model
+
+
+def convert_fp16(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    blocklist: Sequence[str] | None = None,
+    progress: bool = False,
+) -> Path:
+    """FP16 graph with FP32 inputs/outputs and an FP32 island (op types or node names in `blocklist`).
+
+    Written directly rather than with onnxconverter-common, whose output for this model does not
+    load (Cast nodes left at FLOAT inside the FP16 region; graph outputs read internally wired to the
+    FP32 copy). The graph is load-checked in ONNX Runtime with its default session options.
+    """
+    import onnx
+
+    model = load_onnx(src)
+    block = set(blocklist if blocklist is not None else FP16_BLOCK_OPS)
+    fp32_nodes = island(model.graph)
+    to_fp16(model, fp32_nodes, block)
     out = Path(out)
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
         from ..ort import make_session
 
-        make_session(tmp)  # load check: a graph ORT cannot load is never written
+        make_session(tmp)  # load check (default options): a graph ORT cannot load is never written
     meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "fp16", "source_onnx": str(src),
             "source_sha256": sha256_file(src),
             "fp16": {"fp32_op_types": sorted(block & set(FP16_BLOCK_OPS) | {b for b in block if "/" not in b}),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..errors import UsageError
 
 # The weighted layers: what INT8 quantises and what the MAC share counts.
@@ -79,9 +81,51 @@ def grid_outputs(graph: Any) -> list[str]:
     return [o for n in graph.node if n.op_type == "GridSample" for o in n.output]
 
 
+def attention_scores(graph: Any) -> set[str]:
+    """Names of the nodes that compute attention scores: each Softmax, the Q @ K^T MatMul feeding it and
+    the Mul/Div by a scalar constant (the 1/sqrt(d) scale) on either of that MatMul's inputs, with the
+    data-movement ops in between.
+
+    These stay FP32 in every FP16 graph. Numerically, FP16 logits are where attention overflows. And
+    for other tools: ONNX Runtime's MobileCLIP attention fusion (1.32, part of the default
+    optimisation level) walks packed-QKV MatMul -> Reshape -> Split -> Transpose -> Squeeze -> Mul and
+    reads the Mul's scale as a float32 scalar without checking its type; an FP16 scale throws "Tensor
+    type mismatch ... MLFloat16" at session creation, so a graph with an FP16 q-scale cannot be
+    loaded with default options (nor by `polygraphy run --onnxrt`).
+    """
+    producer = producers(graph)
+    scalar = {t.name for t in graph.initializer if int(np.prod(t.dims)) == 1}
+    scalar |= {n.output[0] for n in graph.node if n.op_type == "Constant"
+               and any(a.name == "value" and int(np.prod(a.t.dims)) == 1 for a in n.attribute)}
+    out: set[str] = set()
+
+    def walk_back(tensor: str, passthrough: tuple[str, ...]) -> tuple[Any, list[str]]:
+        path: list[str] = []
+        node = producer.get(tensor)
+        while node is not None and node.op_type in passthrough:
+            path.append(node.name)
+            node = producer.get(node.input[0])
+        return node, path
+
+    for sm in graph.node:
+        if sm.op_type != "Softmax":
+            continue
+        out.add(sm.name)
+        mm, path = walk_back(sm.input[0], (*DATA_MOVEMENT, "Cast"))
+        if mm is None or mm.op_type != "MatMul":
+            continue
+        out |= {mm.name, *path}
+        for tensor in mm.input:
+            scale, path = walk_back(tensor, DATA_MOVEMENT)
+            if scale is not None and scale.op_type in ("Mul", "Div") and any(i in scalar for i in scale.input):
+                out |= {scale.name, *path}
+    return out
+
+
 def sensitive_nodes(graph: Any, head_layers: int = 2) -> dict[str, set[str]]:
     """Node names by part: `grid_path` (uv head + grid coordinates), `vertex_head`, `token_regressor`
-    (everything downstream of GridSample) and `depthwise` (grouped convolutions). Names nodes first.
+    (everything downstream of GridSample), `depthwise` (grouped convolutions) and `attention_scores`
+    (see `attention_scores`). Names nodes first.
 
     The vertex head is the last `head_layers` weighted layers on the path to `vertices`: the final
     token upsample (336 -> 778 tokens, a learned mix of hundreds of terms per vertex) and the 64 -> 3
@@ -103,7 +147,7 @@ def sensitive_nodes(graph: Any, head_layers: int = 2) -> dict[str, set[str]]:
         # follow the activation (the input some node produces), not a weight or bias initializer
         node = next((producer[i] for i in node.input if i in producer), None)
     return {"grid_path": grid, "vertex_head": head, "token_regressor": descendants(graph, grid_outputs(graph)),
-            "depthwise": {n.name for n in graph.node if is_depthwise(n)}}
+            "depthwise": {n.name for n in graph.node if is_depthwise(n)}, "attention_scores": attention_scores(graph)}
 
 
 def resolve_exclude(graph: Any, exclude: Sequence[str]) -> set[str]:

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import UsageError
 from ..export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
 from ..fileio import atomic_path, sha256_file, write_json_atomic
+from .fp16 import FP16_BLOCK_OPS, island, to_fp16
 from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
 from .macs import int8_mac_share
 
@@ -29,6 +30,24 @@ METHODS = ("minmax", "entropy", "percentile")
 # regressor after grid sampling kept float. `all`: every weighted layer outside the always-float parts.
 PLACEMENTS = ("dense", "all")
 DEFAULT_PLACEMENT = "dense"
+# What the artifact is for. `trt10`: TensorRT >= 10 builds strongly typed, so a DequantizeLinear's output
+# takes its scale's type: FP16 scales (opset 19) make everything outside the quantised layers and the
+# FP32 island FP16, as TensorRT runs it. `trt8`: FP32 scales at opset 17 for TensorRT 8.6, whose
+# builder flags pick the precision of the rest.
+TARGETS = ("trt10", "trt8")
+DEFAULT_TARGET = "trt10"
+TARGET_OPSET = {"trt10": 19, "trt8": 17}
+
+
+# Sensitivity repair: its budget is checked on the last 25% of the calibration set (at least this many crops),
+# which are then not used to calibrate; at least MIN_CALIBRATION crops must remain for calibration.
+MIN_HELD_OUT = 8
+MIN_CALIBRATION = 8
+
+
+def held_out_count(n: int) -> int:
+    """Crops at the end of an n-crop calibration set that the repair holds out: 25%, at least MIN_HELD_OUT."""
+    return max(MIN_HELD_OUT, -(-n // 4))
 
 
 class _Reader:
@@ -64,13 +83,16 @@ def quantize_int8(
     quantizer: str = "ort",
     max_drift_mm: float | None = None,
     placement: str = DEFAULT_PLACEMENT,
+    target: str = DEFAULT_TARGET,
     batch_size: int = 8,
     progress: bool = True,
 ) -> Path:
     """Explicit Q/DQ INT8 graph (TensorRT's only INT8 route from 11 on), calibrated on a calibration set.
 
     Symmetric int8 activations (per tensor) and weights (per channel: Conv axis 0, ConvTranspose
-    axis 1), zero points 0, FP32 scales, opset kept (<= 17). Q/DQ sits only on the inputs of the
+    axis 1), zero points 0. `target` trt10: opset 19, FP16 scales on the DQs feeding the FP16
+    remainder, the FP32 island of the FP16 artifact (norms, softmax and attention scores, grid path,
+    heads) kept FP32; trt8: FP32 scales, opset 17. Q/DQ sits only on the inputs of the
     quantised weighted layers, TensorRT's recommended placement: no Q/DQ on their outputs (ORT's
     default would put one on every output, in front of GELU, softmax and the residual adds), and
     a float layer next to a quantised one reads the float tensor, not the DQ output they would share.
@@ -81,13 +103,16 @@ def quantize_int8(
         raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     if placement not in PLACEMENTS:
         raise UsageError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
+    if target not in TARGETS and quantizer != "modelopt":
+        raise UsageError(f"--target {target!r}: choose trt10 (TensorRT >= 10: FP16 remainder, opset 19) or trt8 "
+                         "(TensorRT 8.6: FP32 scales, opset 17)")
     if quantizer == "modelopt":  # NVIDIA's quantiser in its own venv (precision/modelopt.py)
         if max_drift_mm is not None:
             raise UsageError("--max-drift-mm (sensitivity repair) belongs to --quantizer ort; ModelOpt places "
                              "its own Q/DQ (use --exclude to keep nodes float)")
         from .modelopt import quantize_modelopt
 
-        return quantize_modelopt(src, calib, out, method=method, exclude=exclude, progress=progress)
+        return quantize_modelopt(src, calib, out, method=method, exclude=exclude, target=target, progress=progress)
     if quantizer != "ort":
         raise UsageError(f"--quantizer {quantizer!r}: choose ort or modelopt")
     from ..calibration import load_calibration_set
@@ -103,10 +128,20 @@ def quantize_int8(
     excluded = sorted(keep_float & weighted)
     out = Path(out)
     repair_report: dict[str, Any] = {}
-    images = cal.images
+    images, check = cal.images, None
+    if max_drift_mm is not None:  # the budget is checked on crops the calibration never saw
+        held = held_out_count(len(images))
+        if len(images) - held < MIN_CALIBRATION:
+            raise UsageError(f"--max-drift-mm: {cal.path} has {len(images)} crops; the repair checks its budget on "
+                             f"the last 25% (at least {MIN_HELD_OUT}) and calibrates on the rest (at least "
+                             f"{MIN_CALIBRATION}): make a set with --num {MIN_HELD_OUT + MIN_CALIBRATION} or more")
+        images, check = images[: len(images) - held], images[len(images) - held :]
+    fp32_island = island(graph.graph)
 
     def quantise(s: Path, o: Path, ex: list[str], show: bool) -> None:
         ort_quantize(s, o, images, method, ex, batch_size, show)
+        if target != "trt8":
+            retarget(o, target, fp32_island)
 
     with atomic_path(out) as tmp:
         named = tmp.with_suffix(".named.onnx")
@@ -118,8 +153,12 @@ def quantize_int8(
             if max_drift_mm is not None:
                 from .repair import repair
 
-                repair_report = repair(named, tmp, quantise, excluded, max_drift_mm, check_images=images[:16],
+                assert check is not None
+                repair_report = repair(named, tmp, quantise, excluded, max_drift_mm, check_images=check,
                                        progress=progress)
+                repair_report["checked_on"] = {
+                    "crops": len(check), "calibration_crops": len(images),
+                    "note": "held out: the last 25% of the calibration set (at least 8), not used to calibrate"}
                 excluded = repair_report["excluded_nodes"]
         finally:
             named.unlink(missing_ok=True)
@@ -128,16 +167,38 @@ def quantize_int8(
         make_session(tmp)
         share = int8_mac_share(tmp)
     meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
-            "source_sha256": sha256_file(src),
+            "source_sha256": sha256_file(src), "opset": TARGET_OPSET[target], "int8_target": target,
             "int8": {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
-                     "placement": placement, "int8_mac_share": share,
+                     "placement": placement, "target": target, "int8_mac_share": share,
+                     "remainder": "fp16" if target == "trt10" else "fp32 (builder flags pick)",
+                     "scales": "float16 where the DQ feeds FP16, else float32" if target == "trt10" else "float32",
+                     "fp32_island": sorted(fp32_island) if target == "trt10" else None,
                      "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
                      "op_types": list(INT8_OPS), "excluded_nodes": excluded,
                      "sensitivity_repair": repair_report or None, "ort_patches_verified": patches_verified(),
-                     "calibration": {"path": str(cal.path), "num": len(cal), "fingerprint": cal.fingerprint}},
+                     "calibration": {"path": str(cal.path), "num": len(cal), "used": len(images),
+                                     "fingerprint": cal.fingerprint}},
             "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(sidecar_path(out), meta)
     return out
+
+
+def retarget(path: Path, target: str, fp32_nodes: set[str]) -> None:
+    """Rewrite an opset-17, FP32-scale Q/DQ graph (in place) for `target`: trt10 = opset 19 and the FP16
+    remainder around the FP32 island (`fp16.to_fp16`, which gives the DQs feeding FP16 layers FP16 scales)."""
+    import onnx
+
+    if target == "trt8":
+        return
+    model = onnx.load(str(path))
+    try:
+        model = onnx.version_converter.convert_version(model, TARGET_OPSET[target])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise UsageError(f"{path.name}: cannot convert the Q/DQ graph to opset {TARGET_OPSET[target]} for "
+                         f"--target {target} ({first}); use --target trt8") from None
+    to_fp16(model, fp32_nodes, FP16_BLOCK_OPS)
+    onnx.save(model, str(path))
 
 
 def ort_quantize(src: Path, out: Path, images: np.ndarray, method: str, excluded: list[str], batch: int,

@@ -52,7 +52,7 @@ def main() -> int:
             export_onnx(create_model(args.config), fp32, progress=False)
         if not int8.is_file():
             calib = build_calibration_set(work / "cal", synthetic=True, num=16, progress=False)
-            quantize_int8(fp32, calib, int8, progress=False)
+            quantize_int8(fp32, calib, int8, progress=False, target="trt8")  # the FP32-scale graph, as before targets
         argv = ["latency", "--config", args.config, "--runners", "torch,torch_unfused,onnxruntime",
                 "--onnx", str(fp32), "--onnx", str(int8), "--batch-sizes", args.batches,
                 "--iterations", str(args.iterations), "--duration", str(args.duration), "--out", str(out), "--quiet"]

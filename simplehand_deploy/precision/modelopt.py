@@ -184,7 +184,7 @@ def quantize_modelopt(
             make_session(tmp)  # load check in our ONNX Runtime: a graph it cannot load is never written
             quantised = load_onnx(tmp)
     meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
-            "source_sha256": sha256_file(src),
+            "source_sha256": sha256_file(src), "int8_target": target,
             "int8": {"quantizer": "modelopt.onnx.quantization", "format": "QDQ", "method": method,
                      "modelopt_method": mo_method, "placement": "modelopt", "target": target,
                      "high_precision_dtype": high, "calibration_eps": eps,

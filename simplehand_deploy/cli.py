@@ -200,8 +200,10 @@ def train(
     save_every: Annotated[int, typer.Option("--save-every", help="Also save last.pt every N steps.")] = 0,
     stop_after: Annotated[int | None, typer.Option("--stop-after", help="Save and stop after N steps of this "
                                                     "invocation (time-boxed jobs); continue with --resume.")] = None,
-    rotation: Annotated[float, typer.Option("--rotation", help="In-plane augmentation range in radians "
-                                              "(official: pi, the full circle).")] = 3.141592653589793,
+    rotation: Annotated[float | None, typer.Option("--rotation", help="In-plane augmentation range in radians "
+                                                     "(default: pi, the official full circle, on FreiHAND; 0.785 = "
+                                                     "45 degrees on synthetic hands, generated within 45 degrees of "
+                                                     "upright).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train SimpleHand (paper losses, AdamW, warm-up + step decay); runs unchanged under torchrun (DDP)."""

@@ -47,10 +47,24 @@ class TrainConfig:
     mano: str | None = None
     save_every: int = 0  # steps; 0 = only at the end (and at epoch ends with --epochs)
     stop_after: int | None = None  # save and stop after this many steps of this invocation (resume later)
-    rotation: float = float(np.pi)  # in-plane augmentation range (radians); the official recipe is the full circle
+    # In-plane augmentation range (radians); None follows the data: the official full circle (pi) on FreiHAND,
+    # +-45 degrees on synthetic hands (generated within 45 degrees of upright).
+    rotation: float | None = None
     log_every: int = 10
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_rotation(cfg: TrainConfig) -> float:
+    """The in-plane augmentation range in effect: `cfg.rotation`, else the one that fits the data source."""
+    if cfg.rotation is not None:
+        return cfg.rotation
+    from .data.synthetic import MAX_ROLL
+
+    return MAX_ROLL if cfg.synthetic else OFFICIAL_ROTATION
+
+
+OFFICIAL_ROTATION = float(np.pi)  # the official recipe: any in-plane angle
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -148,7 +162,7 @@ def train(cfg: TrainConfig) -> Path:
     dataset, reg = _dataset(cfg, out, rank)
     if len(dataset) == 0:
         raise UsageError("the training dataset is empty")
-    crops = TrainCrops(dataset, cfg.seed, cfg.rotation)
+    crops = TrainCrops(dataset, cfg.seed, default_rotation(cfg))
     per_epoch = max(1, len(dataset) // (cfg.batch_size * world))
     total = cfg.steps if cfg.steps is not None else (cfg.epochs or 1) * per_epoch
     if total < 1:

@@ -41,6 +41,18 @@ def test_losses_respect_validity():
     assert out["vertices"].item() == pytest.approx(15.0)  # 3 per vertex x weight 10, half the batch valid
 
 
+def test_rotation_default_follows_the_data():
+    """Synthetic hands (within 45 degrees of upright) train with +-45 degrees; FreiHAND with the official circle."""
+    import math
+
+    from simplehand_deploy.train import default_rotation
+
+    assert default_rotation(TrainConfig(synthetic=True)) == pytest.approx(math.pi / 4)
+    assert default_rotation(TrainConfig(freihand="data/FreiHAND")) == pytest.approx(math.pi)
+    assert default_rotation(TrainConfig(synthetic=True, rotation=0.0)) == 0.0
+    assert default_rotation(TrainConfig(freihand="x", rotation=0.5)) == 0.5
+
+
 def test_training_lowers_held_out_pa_mpvpe(tmp_path):
     """Acceptance: a few hundred CPU steps' worth of crops (120 x 8) cut held-out PA-MPVPE by >= 30% vs step 0.
 

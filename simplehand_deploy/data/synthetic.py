@@ -46,6 +46,10 @@ def _rot(axis: str, a: float) -> np.ndarray:
     return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
 
 
+# In-plane angle of the generated hands: within 45 degrees of upright (training on them augments as much).
+MAX_ROLL = float(np.pi / 4)
+
+
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A plausible camera-facing hand pose: palm or back toward the camera, tilted up to ~35 degrees,
     fingers up to 45 degrees off vertical (like hands held up to a camera, as in FreiHAND)."""
@@ -53,7 +57,7 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:
         base = base @ _rot("y", np.pi)  # palm to camera
     tilt = _rot("x", rng.uniform(-0.6, 0.6)) @ _rot("y", rng.uniform(-0.6, 0.6))
-    return _rot("z", rng.uniform(-np.pi / 4, np.pi / 4)) @ tilt @ base
+    return _rot("z", rng.uniform(-MAX_ROLL, MAX_ROLL)) @ tilt @ base
 
 
 def pose_hand(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ def main() -> None:
     from simplehand_deploy.drift import measure_drift
     from simplehand_deploy.export import export_onnx, read_sidecar
     from simplehand_deploy.precision import convert_fp16, quantize_int8
-    from simplehand_deploy.train import quick_tiny_checkpoint
+    from simplehand_deploy.testing import quick_tiny_checkpoint
 
     w = args.work
     ckpt = quick_tiny_checkpoint(w / "train", steps=args.steps)

@@ -183,10 +183,3 @@ def save_checkpoint(
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
-
-
-def save_official(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], epoch: int = 200) -> Path:
-    """Wrap a state dict the way the official training script saves it."""
-    with atomic_path(path) as tmp:
-        torch.save({"epoch": epoch, "state_dict": state_dict}, tmp)
-    return Path(path)

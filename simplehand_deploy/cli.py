@@ -665,12 +665,6 @@ def env_cmd(json_out: JsonOpt = False) -> None:
 # ============================================================================================
 
 
-def _tolerance(text: str) -> float:
-    from .bench.regress import parse_tolerance
-
-    return parse_tolerance(text)
-
-
 @bench.command()
 def regress(
     baseline: Annotated[Path, typer.Option("--baseline", help="Baseline: a baseline .json, a baselines folder "
@@ -693,10 +687,10 @@ def regress(
     from rich.console import Console
 
     from .bench.baseline import load_frame
-    from .bench.regress import compare, render_table, to_junit, to_markdown
+    from .bench.regress import compare, parse_tolerance, render_table, to_junit, to_markdown
     from .fileio import atomic_path
 
-    tol = _tolerance(latency_tol)
+    tol = parse_tolerance(latency_tol)
     cur_df, cur_path = load_frame(current, slug=device, label="--current")
     slug = device or (str(cur_df["device_slug"][0]) if "device_slug" in cur_df.columns and cur_df.height else None)
     base_df, base_path = load_frame(baseline, slug=slug, label="--baseline")

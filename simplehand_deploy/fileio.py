@@ -64,6 +64,3 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

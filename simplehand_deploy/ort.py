@@ -31,10 +31,6 @@ def graph_kind(path_or_model: str | os.PathLike[str] | Any) -> str:
     return "fp32"
 
 
-def is_qdq(path_or_model: str | os.PathLike[str] | Any) -> bool:
-    return graph_kind(path_or_model) == "int8"
-
-
 def make_session(
     path: str | os.PathLike[str],
     *,

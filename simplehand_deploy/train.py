@@ -309,15 +309,3 @@ def _log(path: Path, step: int, parts: dict[str, torch.Tensor], lr: float) -> fl
             writer.writeheader()
         writer.writerow(row)
     return row["loss_total"]
-
-
-def quick_tiny_checkpoint(out_dir: str | os.PathLike[str], steps: int = 300, seed: int = 0) -> Path:
-    """A `tiny` model trained briefly on synthetic hands (for drift figures that mean something).
-
-    In-plane augmentation is off: in a few hundred steps the tiny model learns the hand's shape (held-out
-    PA-MPVPE ~41 -> ~23 mm after 120 x 8 crops) but not arbitrary orientations, whose average is a blob.
-    """
-    cfg = TrainConfig(config="tiny", out=str(out_dir), synthetic=True, synthetic_num=256, steps=steps,
-                      batch_size=16, seed=seed, lr=2e-3, rotation=0.0, progress=False)
-    last = Path(out_dir) / "last.pt"
-    return last if last.is_file() else train(cfg)

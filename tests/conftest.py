@@ -40,8 +40,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def parity_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The official-parity weights regenerated from the recipe, wrapped as an official checkpoint file."""
-    from simplehand_deploy.checkpoint import save_official
-    from simplehand_deploy.parity import recipe_state_dict
+    from simplehand_deploy.testing import recipe_state_dict, save_official
 
     path = tmp_path_factory.mktemp("parity") / "epoch_200"
     save_official(path, recipe_state_dict(FIXTURES / "state_dict_fastvit_ma36.tsv"), epoch=200)

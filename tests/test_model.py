@@ -9,7 +9,7 @@ import torch
 from simplehand_deploy.checkpoint import load_checkpoint
 from simplehand_deploy.config import CONFIGS, get_config
 from simplehand_deploy.model import create_model, fuse, sine_position_map
-from simplehand_deploy.parity import read_layout, recipe_input
+from simplehand_deploy.testing import read_layout, recipe_input
 
 
 def test_official_key_layout_matches_reference(fixtures_dir):

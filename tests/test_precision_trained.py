@@ -14,7 +14,7 @@ from simplehand_deploy.checkpoint import load_checkpoint
 from simplehand_deploy.drift import measure_drift
 from simplehand_deploy.export import export_onnx
 from simplehand_deploy.precision import convert_fp16, quantize_int8
-from simplehand_deploy.train import quick_tiny_checkpoint
+from simplehand_deploy.testing import quick_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 BASELINE_KIND = "simplehand-baseline"
 BASELINE_VERSION = 1
 DEFAULT_BASELINE_DIR = Path("benchmarks/baselines")
-DEFAULT_RESULTS_DIR = Path("benchmarks/results")
 _RESULT_FILES = ("results.parquet", "results.json", "results.csv")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 

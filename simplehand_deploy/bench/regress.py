@@ -154,24 +154,6 @@ class RegressionReport:
         text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
         return f"{'FAIL' if self.failures else 'PASS'}: {len(self.rows)} rows ({text or 'none'})"
 
-    def to_frame(self) -> pl.DataFrame:
-        """One row per verdict (units in the message, not the columns) for machines and CI artifacts."""
-        import polars as pl
-
-        return pl.DataFrame(
-            {
-                "row": [r.name for r in self.rows],
-                "runner": [r.runner for r in self.rows],
-                "precision": [r.precision for r in self.rows],
-                "batch_size": [r.batch_size for r in self.rows],
-                "measurement": [r.measurement for r in self.rows],
-                "verdict": [r.verdict for r in self.rows],
-                "message": [r.message() for r in self.rows],
-            },
-            schema={"row": pl.Utf8, "runner": pl.Utf8, "precision": pl.Utf8, "batch_size": pl.Int64,
-                    "measurement": pl.Utf8, "verdict": pl.Utf8, "message": pl.Utf8},
-        )
-
 
 # ---------------------------------------------------------------------------------------------
 # comparison

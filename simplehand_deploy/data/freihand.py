@@ -124,10 +124,6 @@ class FreiHAND:
     def __len__(self) -> int:
         return len(self.images)
 
-    @property
-    def num_annotations(self) -> int:
-        return len(self._K) if self._K is not None else len(self.images)
-
     def annotation(self, i: int) -> dict[str, Any]:
         """Labels of image i without decoding the image."""
         if self._K is None:

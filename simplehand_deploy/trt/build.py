@@ -97,12 +97,6 @@ def _flag(name: str) -> Any:
     return flag
 
 
-def graph_precision(onnx_path: Path) -> str:
-    from ..ort import graph_kind
-
-    return graph_kind(onnx_path)
-
-
 def build_engine(
     onnx_path: str | os.PathLike[str],
     *,
@@ -133,7 +127,9 @@ def build_engine(
         raise UsageError(f"profile {profile}: need 1 <= min <= opt <= max")
     trt = require_tensorrt()
     device = cuda_device()
-    kind = graph_precision(onnx_path)
+    from ..ort import graph_kind
+
+    kind = graph_kind(onnx_path)
     major = trt_major(trt)
     if major >= 10 and precision != kind:
         raise UsageError(f"TensorRT {trt.__version__} builds strongly typed: {precision} needs the {precision} ONNX "

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..artifact import EngineArtifact, OnnxArtifact, plan_sidecar_path
+from ..fileio import sha256_file
 
 
 @dataclass(frozen=True)
@@ -178,12 +179,6 @@ def plan_paths(key: str, out_dir: str | os.PathLike[str] = "engines") -> tuple[P
     return plan, plan_sidecar_path(plan)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    from ..fileio import sha256_file
-
-    return sha256_file(path)
-
-
 def recipe(onnx_path: str | os.PathLike[str], precision: str) -> dict[str, Any]:
     """The precision recipe recorded in the ONNX artifact's sidecar (quantiser, method, calibration hash)."""
     art = OnnxArtifact.read_or_none(onnx_path)
@@ -213,7 +208,7 @@ def current_key_inputs(
         device = cuda_device()
     major = int(trt_version.split(".")[0])
     return KeyInputs(
-        onnx_sha256=file_sha256(onnx_path), precision=precision, typing="strong" if major >= 10 else "weak",
+        onnx_sha256=sha256_file(onnx_path), precision=precision, typing="strong" if major >= 10 else "weak",
         profile=(int(profile[0]), int(profile[1]), int(profile[2])), trt_version=trt_version,
         gpu_name=device["name"], gpu_sm=device["sm"], cuda_major=device.get("cuda_major", ""), os_arch=os_arch(),
         l4t_release=l4t_release(), workspace_mb=workspace_mb, opt_level=opt_level,

@@ -101,7 +101,7 @@ def test_accuracy_cli_reports_drift_per_precision(artifacts, tmp_path, capsys):
     eng = artifacts / "engines"
     args = ["accuracy", "--config", "tiny", "--runners", "torch,onnxruntime", "--calib",
             str(artifacts / "calibration" / "synthetic-6"), "--out", str(tmp_path / "acc"), "--json"]
-    for p in ("fp32", "fp16", "int8"):
+    for p in ("fp32", "fp16", "int8-trt10"):
         args += ["--onnx", str(eng / f"simplehand-tiny-seed0-{p}.onnx")]
     assert _run(bench, args) == 0
     rows = {(r["runner"], r["precision"]): r for r in json.loads(capsys.readouterr().out)}

@@ -50,6 +50,14 @@ def test_percentile_is_a_usage_error(graphs, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_trt8_is_a_usage_error(graphs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(mo.VENV_ENV, str(tmp_path / "no-venv"))
+    code = _run(deploy, ["int8", "--quantizer", "modelopt", "--target", "trt8", "--onnx", str(graphs["fp32"]),
+                         "--calib", str(graphs["calib"]), "--out", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "trt8" in err and "opset" in err and "make modelopt" not in err
+
+
 def test_missing_or_broken_venv_says_how_to_create_it(graphs, tmp_path, capsys, monkeypatch):
     args = ["int8", "--quantizer", "modelopt", "--onnx", str(graphs["fp32"]), "--calib", str(graphs["calib"]),
             "--out", str(tmp_path / "x.onnx")]
@@ -101,6 +109,16 @@ def test_modelopt_int8_runs_in_onnxruntime_with_our_sidecar(graphs, capsys):
     assert side["target"] == "trt10" and side["high_precision_dtype"] == "fp16" and side["calibration"]["num"] == 6
     # FP16 remainder: float16 tensors outside the Q/DQ layers
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    # the same sidecar fields as our own INT8 artifacts
+    ours = graphs["root"] / "t-int8-ort.onnx"
+    assert _run(deploy, ["int8", "--onnx", str(graphs["fp32"]), "--calib", str(graphs["calib"]), "--out", str(ours),
+                         "--quiet"]) == 0
+    top, ours_top = (json.loads(p.with_suffix(".json").read_text()) for p in (out, ours))
+    shared = {"quantizer", "versions", "qdq_nodes", "int8_mac_share", "method", "placement", "target", "remainder",
+              "calibration"}
+    assert shared <= set(top["int8"]) and shared <= set(ours_top["int8"])
+    assert top["int8_target"] == ours_top["int8_target"] == "trt10" and top["opset"] >= 19 and ours_top["opset"] >= 19
+    assert ours_top["int8"]["qdq_nodes"] == qdq_count(onnx.load(str(ours))) > 0
     images = np.load(graphs["calib"] / "images.npy")
     y = run(make_session(out), images)
     assert y["vertices"].shape == (6, 778, 3) and np.isfinite(y["vertices"]).all()

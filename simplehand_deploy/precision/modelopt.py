@@ -185,11 +185,10 @@ def quantize_modelopt(
             quantised = load_onnx(tmp)
     meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
             "source_sha256": sha256_file(src), "int8_target": target,
+            "opset": max((o.version for o in quantised.opset_import if o.domain in ("", "ai.onnx")), default=None),
             "int8": {"quantizer": "modelopt.onnx.quantization", "format": "QDQ", "method": method,
                      "modelopt_method": mo_method, "placement": "modelopt", "target": target,
-                     "high_precision_dtype": high, "calibration_eps": eps,
-                     "opset": max((o.version for o in quantised.opset_import if o.domain in ("", "ai.onnx")),
-                                  default=None),
+                     "high_precision_dtype": high, "remainder": high, "calibration_eps": eps,
                      "int8_mac_share": int8_mac_share(quantised), "qdq_nodes": qdq_count(quantised),
                      "versions": versions, "excluded_nodes": exclude, "seconds": round(seconds, 2),
                      "calibration": {"path": str(cal.path), "num": len(images), "fingerprint": cal.fingerprint}},

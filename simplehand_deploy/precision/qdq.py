@@ -22,7 +22,7 @@ from ..export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
 from ..fileio import atomic_path, sha256_file, write_json_atomic
 from .fp16 import FP16_BLOCK_OPS, island, to_fp16
 from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
-from .macs import int8_mac_share
+from .macs import int8_mac_share, qdq_count
 
 METHODS = ("minmax", "entropy", "percentile")
 # Where Q/DQ goes. `dense`: the backbone's dense convolutions and matmuls and the deconvolution (on
@@ -166,10 +166,12 @@ def quantize_int8(
 
         make_session(tmp)
         share = int8_mac_share(tmp)
+        qdq_nodes = qdq_count(tmp)
     meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
             "source_sha256": sha256_file(src), "opset": TARGET_OPSET[target], "int8_target": target,
             "int8": {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
-                     "placement": placement, "target": target, "int8_mac_share": share,
+                     "placement": placement, "target": target, "int8_mac_share": share, "qdq_nodes": qdq_nodes,
+                     "versions": _versions(),
                      "remainder": "fp16" if target == "trt10" else "fp32 (builder flags pick)",
                      "scales": "float16 where the DQ feeds FP16, else float32" if target == "trt10" else "float32",
                      "fp32_island": sorted(fp32_island) if target == "trt10" else None,
@@ -181,6 +183,14 @@ def quantize_int8(
             "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json_atomic(sidecar_path(out), meta)
     return out
+
+
+def _versions() -> dict[str, str]:
+    """The quantiser's package versions (ModelOpt's sidecar records its venv's the same way)."""
+    import onnx
+    import onnxruntime
+
+    return {"onnxruntime": str(onnxruntime.__version__), "onnx": str(onnx.__version__)}
 
 
 def retarget(path: Path, target: str, fp32_nodes: set[str]) -> None:

@@ -91,28 +91,41 @@ def test_latency_cli_on_cpu_writes_all_formats(artifacts, tmp_path, capsys):
     assert len(df) == 4 and set(df["status"]) == {"ok"}
     assert set(df["runner"]) == {"torch_eager", "onnxruntime"} and sorted(set(df["batch_size"])) == [1, 2]
     assert (df["latency_p99_ms"] >= df["latency_p50_ms"]).all() and (df["throughput_img_s"] > 0).all()
-    eager = df.filter(pl.col("runner") == "torch_eager")
-    assert eager["speedup_vs_eager"].to_list() == pytest.approx([1.0, 1.0])
+    # each ONNX Runtime row's speed-up is fused eager's p50 over its own, at the same batch size
+    p50 = {(r["runner"], r["batch_size"]): r["latency_p50_ms"] for r in df.iter_rows(named=True)}
+    for r in df.filter(pl.col("runner") == "onnxruntime").iter_rows(named=True):
+        assert r["speedup_vs_eager"] == pytest.approx(p50[("torch_eager", r["batch_size"])] / r["latency_p50_ms"])
     png = (tmp_path / "res" / "latency_vs_batch.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
-def test_accuracy_cli_reports_drift_per_precision(artifacts, tmp_path, capsys):
-    eng = artifacts / "engines"
-    args = ["accuracy", "--config", "tiny", "--runners", "torch,onnxruntime", "--calib",
-            str(artifacts / "calibration" / "synthetic-6"), "--out", str(tmp_path / "acc"), "--json"]
-    for p in ("fp32", "fp16", "int8-trt10"):
-        args += ["--onnx", str(eng / f"simplehand-tiny-seed0-{p}.onnx")]
+def test_accuracy_cli_reports_drift_per_precision(trained_engines, tmp_path, capsys):
+    """On the trained tiny (8 held-out crops): drift per precision within the README's targets (FP16 x2), in
+    the order the precisions predict, and the same task metric from eager and from the FP32 graph."""
+    import torch
+    from teeth import assert_discriminates
+
+    from simplehand_deploy.checkpoint import load_checkpoint
+
+    held_out, ckpt = trained_engines["held_out"], trained_engines["checkpoint"]
+    args = ["accuracy", "--config", "tiny", "--checkpoint", str(ckpt), "--runners", "torch,onnxruntime",
+            "--calib", str(held_out), "--out", str(tmp_path / "acc"), "--json"]
+    for p in ("fp32", "fp16", "int8"):
+        args += ["--onnx", str(trained_engines[p])]
     assert _run(bench, args) == 0
     rows = {(r["runner"], r["precision"]): r for r in json.loads(capsys.readouterr().out)}
-    assert rows[("torch_eager", "fp32")]["vertex_drift_max_mm"] < 0.05  # 0 on CPU; CUDA vs CPU reference on GPU
-    assert rows[("onnxruntime", "fp32")]["vertex_drift_mean_mm"] < 1e-3
-    ort = {p: rows[("onnxruntime", p)] for p in ("fp16", "int8")}
-    assert ort["fp16"]["vertex_drift_mean_mm"] > 0 and ort["int8"]["vertex_drift_mean_mm"] > 0
-    # the backbone is FP16 in one, INT8 in the other: its output (uv) drifts more in INT8 (on seed weights the
-    # vertices come mostly from the token regressor, which INT8's `dense` placement keeps FP32)
+    with torch.no_grad():
+        _, eager = load_checkpoint(ckpt)[0](torch.from_numpy(np.load(held_out / "images.npy")))
+    assert_discriminates(eager.numpy(), 1.0, "mean_dist_mm")  # the largest bound below
+    ort = {p: rows[("onnxruntime", p)] for p in ("fp32", "fp16", "int8")}
+    assert ort["fp32"]["vertex_drift_mean_mm"] < 1e-3
+    assert 1e-3 < ort["fp16"]["vertex_drift_mean_mm"] < 0.1  # target 0.05 mm
+    assert ort["fp16"]["vertex_drift_mean_mm"] < ort["int8"]["vertex_drift_mean_mm"] < 1.0  # target 1.0 mm
     assert 0 < ort["fp16"]["uv_drift_mean_px"] < ort["int8"]["uv_drift_mean_px"]
-    assert rows[("onnxruntime", "int8")]["pa_mpvpe_mm"] > 0 and rows[("onnxruntime", "int8")]["num_samples"] == 6
+    # eager's row is the reference itself (its drift is 0 by construction on CPU); its task metric is not
+    eager_pa = rows[("torch_eager", "fp32")]["pa_mpvpe_mm"]
+    assert 5 < eager_pa < 35 and ort["fp32"]["pa_mpvpe_mm"] == pytest.approx(eager_pa, abs=0.01)
+    assert ort["int8"]["pa_mpvpe_mm"] == pytest.approx(eager_pa, rel=0.15) and ort["int8"]["num_samples"] == 8
     png = (tmp_path / "acc" / "drift_per_precision.png").read_bytes()
     assert png[:4] == b"\x89PNG"
 
@@ -238,13 +251,37 @@ def test_runner_lifecycle_frees_and_refuses_when_closed(artifacts):
 
 
 def test_env_json(capsys):
+    """`env` reports this machine as other sources see it (not as the helpers it is built from see it)."""
+    import importlib.util
+    import os
+    import platform
+    import shutil
+    import subprocess
+
+    import onnxruntime
+    import torch
+
     assert _run(bench, ["env", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["device_name"] and info["device_slug"] and info["toolkit_version"]
-    from simplehand_deploy._deps import tensorrt_or_none
+    assert info["torch_version"] == torch.__version__.split("+")[0]
+    assert info["onnxruntime_version"] == onnxruntime.__version__
+    assert info["python_version"] == platform.python_version() and info["arch"] == platform.machine()
+    assert info["cpu_count"] == os.cpu_count()
+    if shutil.which("lscpu") and platform.system() == "Linux":
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+        names = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name:")]
+        if names:
+            assert info["cpu_model"] == names[0]
+    if not torch.cuda.is_available():
+        assert info["device_name"] == info["cpu_model"] and info["cuda_version"] == ""
+    spec = importlib.util.find_spec("tensorrt")
+    if spec is None or not spec.has_location:  # absent, or only tensorrt-stubs' empty namespace folder
+        assert info["tensorrt_version"] == ""
+    else:
+        import tensorrt
 
-    trt = tensorrt_or_none()
-    assert info["tensorrt_version"] == ("" if trt is None else str(trt.__version__))
+        assert info["tensorrt_version"] == str(tensorrt.__version__)
 
 
 def test_out_folder_content_is_never_deleted(tmp_path):

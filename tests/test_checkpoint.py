@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from teeth import assert_discriminates
 
 from simplehand_deploy.checkpoint import load_checkpoint
 from simplehand_deploy.cli import _run, deploy
@@ -154,6 +155,8 @@ def test_predict_reproduces_parity_fixture(tmp_path, parity_checkpoint, fixtures
     )
     assert code == 0
     res = np.load(out)
+    assert_discriminates(np.load(fixtures_dir / "parity" / "expected_vertices.npy"), 1e-4)
+    assert_discriminates(np.load(fixtures_dir / "parity" / "expected_uv.npy"), 1e-5, what="uv")
     np.testing.assert_allclose(
         res["uv"].reshape(2, 42), np.load(fixtures_dir / "parity" / "expected_uv.npy"), atol=1e-5, rtol=0
     )

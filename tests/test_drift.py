@@ -6,24 +6,36 @@ import json
 
 import numpy as np
 import pytest
+from teeth import assert_discriminates
 
 from simplehand_deploy.cli import _run, deploy
 from simplehand_deploy.drift import drift_row, measure_drift
-from simplehand_deploy.export import export_onnx
 from simplehand_deploy.fileio import sha256_file
-from simplehand_deploy.model import create_model
-from simplehand_deploy.precision import convert_fp16
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    from simplehand_deploy.calibration import build_calibration_set
+def graphs(trained_engines):
+    """The trained tiny's FP32 and FP16 graphs, its eager model and held-out crops (8) to measure them on."""
+    from simplehand_deploy.checkpoint import load_checkpoint
 
-    root = tmp_path_factory.mktemp("drift")
-    fp32 = export_onnx(create_model("tiny", seed=0), root / "t-fp32.onnx", progress=False)
-    fp16 = convert_fp16(fp32, root / "t-fp16.onnx")
-    calib = build_calibration_set(root / "cal", synthetic=True, num=6, seed=3, progress=False)
-    return {"fp32": fp32, "fp16": fp16, "calib": calib}
+    model, _ = load_checkpoint(trained_engines["checkpoint"])
+    return {"fp32": trained_engines["fp32"], "fp16": trained_engines["fp16"], "calib": trained_engines["held_out"],
+            "checkpoint": trained_engines["checkpoint"], "model": model}
+
+
+@pytest.fixture(scope="module")
+def rows(graphs):
+    """measure_drift's rows for fp32 and fp16; the precondition that makes their bounds mean something."""
+    import torch
+
+    with torch.no_grad():
+        _, eager = graphs["model"](torch.from_numpy(np.load(graphs["calib"] / "images.npy")))
+    assert_discriminates(eager.numpy(), FP16_MAX_MM, "mean_dist_mm")
+    df = measure_drift([graphs["fp32"], graphs["fp16"]], graphs["calib"], model=graphs["model"])
+    return df
+
+
+FP16_MAX_MM = 0.1  # the FP16 target is 0.05 mm mean vertex drift (README)
 
 
 def test_drift_row_units():
@@ -38,28 +50,33 @@ def test_drift_row_units():
     assert row["uv_drift_mean_px"] == pytest.approx(1 / 42, rel=1e-5)
 
 
-def test_measure_drift_rows(graphs):
-    df = measure_drift([graphs["fp32"], graphs["fp16"]], graphs["calib"], model=create_model("tiny", seed=0))
+def test_measure_drift_rows(rows):
+    df = rows
     assert df.height == 2
     need = {"artifact", "precision", "num_samples", "vertex_drift_mean_mm", "vertex_drift_p99_mm",
             "vertex_drift_max_mm", "uv_drift_mean_px", "uv_drift_max_px", "pa_mpvpe_mm", "pa_mpjpe_mm"}
     assert need <= set(df.columns)
     r32, r16 = df.row(0, named=True), df.row(1, named=True)
-    assert (r32["precision"], r16["precision"]) == ("fp32", "fp16") and r32["num_samples"] == 6
-    assert r32["vertex_drift_mean_mm"] < 1e-2 and r16["vertex_drift_max_mm"] > 0  # fp32 ~ exact, fp16 differs
+    assert (r32["precision"], r16["precision"]) == ("fp32", "fp16") and r32["num_samples"] == 8
+    assert r32["vertex_drift_mean_mm"] < 1e-3 < r16["vertex_drift_mean_mm"] < FP16_MAX_MM  # fp32 ~ exact
     assert r32["vertex_drift_mean_mm"] <= r32["vertex_drift_p99_mm"] <= r32["vertex_drift_max_mm"]
     # An ONNX graph that reproduces eager has eager's task metrics.
     assert r32["pa_mpvpe_mm"] == pytest.approx(r32["eager_pa_mpvpe_mm"], abs=1e-2)
     assert r32["pa_mpjpe_mm"] == pytest.approx(r32["eager_pa_mpjpe_mm"], abs=1e-2) and r32["pa_mpjpe_mm"] > 0
 
 
-def test_drift_cli_json(graphs, capsys):
+def test_drift_cli_json(graphs, rows, capsys):
     code = _run(deploy, ["drift", "--onnx", str(graphs["fp32"]), "--onnx", str(graphs["fp16"]),
-                         "--calib", str(graphs["calib"]), "--config", "tiny", "--json"])
+                         "--calib", str(graphs["calib"]), "--config", "tiny", "--checkpoint",
+                         str(graphs["checkpoint"]), "--json"])
     assert code == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["precision"] for r in rows] == ["fp32", "fp16"]
-    assert all(r["vertex_drift_mean_mm"] >= 0 for r in rows)
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["precision"] for r in printed] == ["fp32", "fp16"]
+    assert [r["artifact"] for r in printed] == [str(graphs["fp32"]), str(graphs["fp16"])]
+    # the CLI reports what the library measures (same model, same crops), not merely a number
+    for got, want in zip(printed, rows.iter_rows(named=True), strict=True):
+        assert got["vertex_drift_mean_mm"] == pytest.approx(want["vertex_drift_mean_mm"], rel=1e-4, abs=1e-6)
+    assert printed[0]["vertex_drift_mean_mm"] < 1e-3 < printed[1]["vertex_drift_mean_mm"] < FP16_MAX_MM
 
 
 def test_drift_bad_calibration_sets_exit_2(graphs, tmp_path, capsys):
@@ -150,7 +167,7 @@ def test_measure_drift_region_columns_add_up(graphs):
     from simplehand_deploy.calibration import load_calibration_set
     from simplehand_deploy.drift import REGION_COLUMNS, HandRegions
 
-    df = measure_drift([graphs["fp16"]], graphs["calib"], model=create_model("tiny", seed=0))
+    df = measure_drift([graphs["fp16"]], graphs["calib"], model=graphs["model"])
     r = df.row(0, named=True)
     assert all(r[c] is not None and r[c] > 0 for c in REGION_COLUMNS)
     cal = load_calibration_set(graphs["calib"])
@@ -166,7 +183,8 @@ def test_bench_accuracy_writes_region_columns_and_drift_maps(graphs, tmp_path, c
     from simplehand_deploy.drift import REGION_COLUMNS
 
     assert set(REGION_COLUMNS) <= set(RESULT_COLUMNS)
-    code = _run(bench, ["accuracy", "--config", "tiny", "--runners", "onnxruntime", "--onnx", str(graphs["fp32"]),
+    code = _run(bench, ["accuracy", "--config", "tiny", "--checkpoint", str(graphs["checkpoint"]), "--runners",
+                        "onnxruntime", "--onnx", str(graphs["fp32"]),
                         "--onnx", str(graphs["fp16"]), "--calib", str(graphs["calib"]), "--out",
                         str(tmp_path / "acc"), "--quiet"])
     assert code == 0, capsys.readouterr().err

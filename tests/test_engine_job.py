@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from teeth import assert_discriminates
 
 from simplehand_deploy._deps import tensorrt_or_none
 from simplehand_deploy.cli import _run, deploy
@@ -116,11 +117,27 @@ def test_artifacts_run_in_onnxruntime(job):
 
     root, _ = job
     x = np.load(root / "calibration" / "synthetic-6" / "images.npy")[:2]
-    ref = run(make_session(root / "engines" / "simplehand-tiny-seed0-fp32.onnx"), x)
-    for p in ("fp16", "int8-trt10", "int8-trt8"):
+    for p in ("fp32", "fp16", "int8-trt10", "int8-trt8"):
         out = run(make_session(root / "engines" / f"simplehand-tiny-seed0-{p}.onnx"), x)
-        assert out["vertices"].shape == (2, 778, 3)
-        assert np.abs(out["vertices"] - ref["vertices"]).mean() < 0.05  # metres: same model, not noise
+        assert out["vertices"].shape == (2, 778, 3) and np.isfinite(out["vertices"]).all()
+
+
+def test_trained_artifacts_stay_close_to_fp32(trained_engines):
+    """The same job on trained weights: FP16 and INT8 give the FP32 graph's vertices, image by image, to within a
+    fraction of how far apart different images' vertices are (seed weights cannot show this: their vertices
+    hardly depend on the image)."""
+    from simplehand_deploy.ort import make_session, run
+
+    x = np.load(trained_engines["held_out"] / "images.npy")
+    ref = run(make_session(trained_engines["fp32"]), x)["vertices"]
+    # targets 0.05 and 1.0 mm (README); INT8 at its target: the trained tiny's vertices differ between images by
+    # only ~1.3-2.7 mm (it predicts near-mean hands), so a looser bound would pass an image-blind graph
+    bound_mm = {"fp16": 0.1, "int8": 1.0}
+    assert_discriminates(ref, max(bound_mm.values()), "mean_dist_mm")
+    for p, bound in bound_mm.items():
+        out = run(make_session(trained_engines[p]), x)["vertices"]
+        drift_mm = np.linalg.norm(out - ref, axis=-1).mean() * 1000
+        assert 0 < drift_mm < bound, (p, drift_mm)
 
 
 @pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")

@@ -7,18 +7,29 @@ import json
 import numpy as np
 import onnx
 import pytest
+from teeth import assert_discriminates
 
 from simplehand_deploy.cli import _run, deploy
 from simplehand_deploy.errors import UsageError
 from simplehand_deploy.export import artifact_name, export_onnx, graph_problems, load_onnx
-from simplehand_deploy.model import create_model
 from simplehand_deploy.ort import make_session, run
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory):
-    path = tmp_path_factory.mktemp("exp") / "tiny.onnx"
-    return export_onnx(create_model("tiny", seed=0), path, progress=False)
+def tiny_onnx(trained_engines):
+    """The trained tiny's FP32 artifact, exported by `make engine`'s code path."""
+    return trained_engines["fp32"]
+
+
+def _torch_outputs(checkpoint, x):
+    import torch
+
+    from simplehand_deploy.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        uv, v = model(torch.from_numpy(x))
+    return uv.numpy(), v.numpy()
 
 
 def test_graph_contract(tiny_onnx):
@@ -36,18 +47,16 @@ def test_graph_contract(tiny_onnx):
     assert {p.key for p in model.metadata_props} >= {"simplehand", "producer"}
 
 
-def test_dynamic_batch_parity_against_torch(tiny_onnx):
-    import torch
-
-    model = create_model("tiny", seed=0)
+def test_dynamic_batch_parity_against_torch(tiny_onnx, trained_tiny, held_out):
+    x = np.load(held_out / "images.npy")[:5]
+    uv, v = _torch_outputs(trained_tiny, x)
+    assert_discriminates(v, 1e-4)
+    assert_discriminates(uv, 1e-5, what="uv")
     sess = make_session(tiny_onnx)
     for b in (1, 5):
-        x = torch.rand(b, 3, 224, 224, generator=torch.Generator().manual_seed(b)) * 255
-        with torch.no_grad():
-            uv, v = model(x)
-        out = run(sess, x.numpy(), batch_size=b)
-        np.testing.assert_allclose(out["vertices"], v.numpy(), atol=1e-4, rtol=0)
-        np.testing.assert_allclose(out["uv"], uv.numpy(), atol=1e-5, rtol=0)
+        out = run(sess, x[:b], batch_size=b)
+        np.testing.assert_allclose(out["vertices"], v[:b], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out["uv"], uv[:b], atol=1e-5, rtol=0)
 
 
 def test_graph_checks_catch_linear_gridsample(tiny_onnx):
@@ -71,6 +80,7 @@ def test_fastvit_ma36_export_reproduces_official_fixture(tmp_path, parity_checkp
     for batch in (1, 3):
         idx = np.arange(batch) % 2
         out = run(sess, x[idx], batch_size=batch)
+        assert_discriminates(exp_v, 1e-4)
         np.testing.assert_allclose(out["vertices"], exp_v[idx], atol=1e-4, rtol=0)
         np.testing.assert_allclose(out["uv"], exp_uv[idx], atol=1e-5, rtol=0)
     assert json.loads(path.with_suffix(".json").read_text())["weights_sha256"] == info.sha256
@@ -88,13 +98,19 @@ def test_bad_inputs(tmp_path, capsys):
         artifact_name("tiny", "seed0", "fp8")
 
 
-def test_dynamo_export_is_brought_down_to_opset_17(tmp_path):
+def test_dynamo_export_is_brought_down_to_opset_17(tmp_path, trained_tiny, held_out):
     """The dynamo exporter emits opset 18 whatever it is asked; the artifact must still be opset 17, batch-dynamic."""
-    path = export_onnx(create_model("tiny", seed=0), tmp_path / "dyn.onnx", dynamo=True, progress=False)
+    from simplehand_deploy.checkpoint import load_checkpoint
+
+    trained, info = load_checkpoint(trained_tiny)
+    path = export_onnx(trained, tmp_path / "dyn.onnx", info=info, dynamo=True, progress=False)
     model = onnx.load(path)
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
     assert graph_problems(model) == []
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["exporter"] == "dynamo" and side["exporter_opset"] >= 17 and side["parity_max_abs"]["vertices"] < 1e-4
-    out = run(make_session(path), np.zeros((2, 3, 224, 224), np.float32), batch_size=2)
-    assert out["vertices"].shape == (2, 778, 3)
+    x = np.load(held_out / "images.npy")[:3]
+    _, v = _torch_outputs(trained_tiny, x)
+    assert_discriminates(v, 1e-4)
+    out = run(make_session(path), x, batch_size=3)
+    np.testing.assert_allclose(out["vertices"], v, atol=1e-4, rtol=0)

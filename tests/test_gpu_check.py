@@ -86,7 +86,9 @@ def test_runs_without_polars_or_tensorrt():
         "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
         "import simplehand_deploy.env, simplehand_deploy.drift, simplehand_deploy.checkpoint\n"
         "import simplehand_deploy.export, simplehand_deploy.trt.build, simplehand_deploy.trt.runtime\n"
-        "assert m.time_host(lambda: None, duration=0.0, iterations=3, warmup=0.0)['latency_p50_ms'] >= 0\n"
+        "import time\n"
+        "p50 = m.time_host(lambda: time.sleep(0.005), duration=0.0, iterations=3, warmup=0.0)['latency_p50_ms']\n"
+        "assert 5.0 <= p50 < 1000, p50  # a 5 ms sleep, timed in milliseconds\n"
         "assert 'polars' not in sys.modules\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)

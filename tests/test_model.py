@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from teeth import assert_discriminates
 
 from simplehand_deploy.checkpoint import load_checkpoint
 from simplehand_deploy.config import CONFIGS, get_config
@@ -37,6 +38,8 @@ def test_official_parity(parity_checkpoint, fixtures_dir, fused):
         uv, vertices = model(x)
     expected_uv = np.load(fixtures_dir / "parity" / "expected_uv.npy").reshape(2, 21, 2)
     expected_v = np.load(fixtures_dir / "parity" / "expected_vertices.npy")
+    assert_discriminates(expected_v, 1e-4)  # the parity weights' outputs follow the image (by ~1 m)
+    assert_discriminates(expected_uv, 1e-5, what="uv")
     np.testing.assert_allclose(uv.numpy(), expected_uv, atol=1e-5, rtol=0)
     np.testing.assert_allclose(vertices.numpy(), expected_v, atol=1e-4, rtol=0)
 
@@ -53,15 +56,18 @@ def test_sine_position_map_matches_definition():
     assert pos[128 + k, i, j] == pytest.approx(np.sin(x / div), abs=1e-6)
 
 
-def test_tiny_contract_and_fusion():
-    model = create_model("tiny", seed=0)
-    x = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 255
+def test_tiny_contract_and_fusion(trained_tiny, held_out):
+    model, _ = load_checkpoint(trained_tiny)
+    assert not model.is_fused
+    x = torch.from_numpy(np.load(held_out / "images.npy")[:3])
     with torch.no_grad():
         uv, v = model(x)
         assert uv.shape == (3, 21, 2) and v.shape == (3, 778, 3)
         fuse(model)
         assert model.is_fused
         uv2, v2 = model(x)
+    assert_discriminates(v.numpy(), 1e-4)
+    assert_discriminates(uv.numpy(), 1e-5, what="uv")
     assert (v - v2).abs().max().item() < 1e-4
     assert (uv - uv2).abs().max().item() < 1e-5
 
@@ -82,10 +88,11 @@ def test_unknown_config_names_the_choices():
     assert set(CONFIGS) >= {"fastvit_ma36", "tiny"}
 
 
-def test_batch_is_independent():
-    model = create_model("tiny", seed=0)
-    x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(2)) * 255
+def test_batch_is_independent(trained_tiny, held_out):
+    model, _ = load_checkpoint(trained_tiny)
+    x = torch.from_numpy(np.load(held_out / "images.npy")[:4])
     with torch.no_grad():
         _, full = model(x)
         _, single = model(x[2:3])
+    assert_discriminates(full.numpy(), 1e-5)
     torch.testing.assert_close(full[2:3], single, atol=1e-5, rtol=0)

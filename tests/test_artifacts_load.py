@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from teeth import assert_discriminates
 
 pytest.importorskip("polygraphy", reason="polygraphy is in the dev extra: pip install -e '.[dev]'")
 
@@ -29,14 +30,10 @@ def _polygraphy() -> str:
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
-    from simplehand_deploy.pipeline import run_engine_job
-
-    root = tmp_path_factory.mktemp("load")
-    rows = run_engine_job(config="tiny", calib_num=6, out=root / "engines", calib_dir=root / "calibration", quiet=True)
-    paths = {p: root / "engines" / f"simplehand-tiny-seed0-{p}.onnx" for p in ARTIFACTS}
-    assert {str(p) for p in paths.values()} <= {r["path"] for r in rows}  # the make-engine code path wrote them
-    return paths, np.load(root / "calibration" / "synthetic-6" / "images.npy")[:2]
+def engines(trained_engines):
+    """What the make-engine code path wrote for the trained tiny (conftest), and 4 held-out crops."""
+    paths = {p: trained_engines[p] for p in ARTIFACTS}
+    return paths, np.load(trained_engines["held_out"] / "images.npy")[:4]
 
 
 def _polygraphy_run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,8 +56,12 @@ def test_onnxruntime_default_session_options(engines, artifact):
     ref = ort.InferenceSession(str(paths["fp32"]), providers=["CPUExecutionProvider"]).run(None, {"image": x})[1]
     sess = ort.InferenceSession(str(paths[artifact]), providers=["CPUExecutionProvider"])  # no SessionOptions
     vertices = sess.run(None, {"image": x})[1]
-    assert vertices.shape == (2, 778, 3) and vertices.dtype == np.float32
-    assert np.abs(vertices - ref).mean() < 0.05  # metres: the same model, not noise
+    assert vertices.shape == (4, 778, 3) and vertices.dtype == np.float32
+    # the same model: within the precision's drift target (mm, mean per vertex), far below how much the trained
+    # tiny's vertices differ between images
+    bound_mm = {"fp32": 1e-3, "fp16": 0.1, "int8-trt10": 1.0, "int8-trt8": 1.0}[artifact]
+    assert_discriminates(ref, bound_mm, "mean_dist_mm")
+    assert np.linalg.norm(vertices - ref, axis=-1).mean() * 1000 < bound_mm
 
 
 def test_int8_targets_differ_as_intended(engines):

@@ -168,6 +168,8 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
             continue
         from .trt.build import build_engine, trt_major
 
+        assert trt is not None  # no reason: TensorRT was found
+
         # TRT < 10 builds FP16 by flag from the FP32 graph; >= 10 is strongly typed from the FP16 graph.
         src = onnx_for["fp32"] if (trt_major(trt) < 10 and precision == "fp16") else onnx_for[precision]
         _log(f"      building TensorRT {precision} from {src.name} (minutes on a GPU; cached by content key)", quiet)

@@ -20,21 +20,19 @@ import numpy as np
 from ..errors import UsageError
 from ..export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
 from ..fileio import atomic_path, sha256_file, write_json_atomic
+from ..literals import METHODS, PLACEMENTS, TARGETS
 from .fp16 import FP16_BLOCK_OPS, island, to_fp16
 from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
 from .macs import int8_mac_share, qdq_count
 
-METHODS = ("minmax", "entropy", "percentile")
 # Where Q/DQ goes. `dense`: the backbone's dense convolutions and matmuls and the deconvolution (on
 # fastvit_ma36 95% of the weighted-layer MACs), with depthwise convolutions and the token
 # regressor after grid sampling kept float. `all`: every weighted layer outside the always-float parts.
-PLACEMENTS = ("dense", "all")
 DEFAULT_PLACEMENT = "dense"
 # What the artifact is for. `trt10`: TensorRT >= 10 builds strongly typed, so a DequantizeLinear's output
 # takes its scale's type: FP16 scales (opset 19) make everything outside the quantised layers and the
 # FP32 island FP16, as TensorRT runs it. `trt8`: FP32 scales at opset 17 for TensorRT 8.6, whose
 # builder flags pick the precision of the rest.
-TARGETS = ("trt10", "trt8")
 DEFAULT_TARGET = "trt10"
 TARGET_OPSET = {"trt10": 19, "trt8": 17}
 

@@ -23,7 +23,9 @@ def drift_mm(ref: dict[str, np.ndarray], path: Path, images: np.ndarray) -> floa
     from ..drift import drift_row
     from ..ort import make_session, run
 
-    return drift_row(ref, run(make_session(path), images))["vertex_drift_mean_mm"]
+    mean = drift_row(ref, run(make_session(path), images))["vertex_drift_mean_mm"]
+    assert mean is not None  # always present: vertices are always compared
+    return mean
 
 
 class _SessionRunner:

@@ -55,16 +55,17 @@ def _same_int8_recipe(int8: Path, fp32: Path, method: str, target: str) -> bool:
             and recipe.get("placement") == DEFAULT_PLACEMENT and side.get("int8_target") == target)
 
 
-def int8_targets() -> tuple[str, ...]:
-    """INT8 artifacts `make engine` writes: the one the local TensorRT needs, or both where there is none."""
-    from ._deps import tensorrt_or_none
+def int8_targets(trt_version: str | None = None, *, detect: bool = True) -> tuple[str, ...]:
+    """INT8 artifacts `make engine` writes: the one the local TensorRT needs (trt10 for >= 10, trt8 below),
+    or both where there is none. `detect` looks the installed TensorRT up when no version is given."""
+    if trt_version is None and detect:
+        from ._deps import tensorrt_or_none
 
-    trt = tensorrt_or_none()
-    if trt is None:
+        trt = tensorrt_or_none()
+        trt_version = None if trt is None else str(trt.__version__)
+    if not trt_version:
         return ("trt10", "trt8")
-    from .trt.build import trt_major
-
-    return ("trt10",) if trt_major(trt) >= 10 else ("trt8",)
+    return ("trt10",) if int(trt_version.split(".")[0]) >= 10 else ("trt8",)
 
 
 def run_engine_job(

@@ -166,3 +166,14 @@ def test_runtime_without_tensorrt_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError, match="TensorRT is not installed"):
         TrtEngine(tmp_path / "x.plan")
+
+
+def test_int8_targets_follow_the_local_tensorrt():
+    """make engine writes the INT8 artifact the local TensorRT needs, both where there is none (pure logic)."""
+    from simplehand_deploy.pipeline import int8_targets
+
+    assert int8_targets("10.3.0") == ("trt10",) and int8_targets("11.1.0") == ("trt10",)
+    assert int8_targets("8.6.2.3") == ("trt8",)
+    assert int8_targets(None, detect=False) == ("trt10", "trt8")
+    if NO_TRT:
+        assert int8_targets() == ("trt10", "trt8")

@@ -193,3 +193,18 @@ def test_bench_accuracy_writes_region_columns_and_drift_maps(graphs, tmp_path, c
     for precision in ("fp32", "fp16"):
         png = (tmp_path / "acc" / f"drift_map_onnxruntime_{precision}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000
+
+
+def test_drift_cli_takes_any_onnx_without_sidecar(graphs, tmp_path, capsys):
+    import shutil
+
+    from simplehand_deploy.drift import REGION_COLUMNS
+
+    bare = tmp_path / "someone-elses.onnx"
+    shutil.copy(graphs["fp16"], bare)  # no .json sidecar beside it
+    assert not bare.with_suffix(".json").exists()
+    code = _run(deploy, ["drift", "--onnx", str(bare), "--calib", str(graphs["calib"]), "--config", "tiny", "--json"])
+    assert code == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["artifact"] == str(bare) and row["precision"] == "fp16" and row["vertex_drift_mean_mm"] > 0
+    assert all(row[c] > 0 for c in REGION_COLUMNS)

@@ -42,3 +42,9 @@ def test_sweep_table_lists_every_size():
             for v, d in (("ours dense", 0.5), ("modelopt max fp16", 2.0)) for n in (16, 32)]
     md = peers.sweep_md(rows)
     assert "| variant | 16 crops | 32 crops |" in md and "| modelopt max fp16 | 2.000 | 2.000 |" in md
+
+
+def test_diagnostic_modelopt_row_is_not_the_bar():
+    diag = {**_row("modelopt entropy fp16, dense exclusions", "modelopt", 0.1, 0.62), "diagnostic": True}
+    v = peers.verdict([*MO, diag, _row("ours dense", "ort", 1.2, 0.93)])
+    assert v["best_modelopt"] == "modelopt entropy fp16" and v["met"]

@@ -141,6 +141,20 @@ def _quantise(v: dict[str, Any], fp32: Path, calib: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _reusable(out: Path, fp32: Path, calib: Path) -> bool:
+    """--reuse: a graph this preset already made from the same FP32 graph and calibration set."""
+    from simplehand_deploy.calibration import load_calibration_set
+    from simplehand_deploy.export import read_sidecar
+    from simplehand_deploy.fileio import sha256_file
+
+    if not out.is_file():
+        return False
+    side = read_sidecar(out)
+    crops = side.get("int8", {}).get("calibration", {}).get("fingerprint")
+    return (side.get("source_sha256") == sha256_file(fp32) and side.get("onnx_sha256") == sha256_file(out)
+            and crops == load_calibration_set(calib).fingerprint)
+
+
 def _slug(name: str) -> str:
     return name.replace(" ", "-").replace("+", "-")
 
@@ -167,7 +181,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
     for v in _variants(args.method, args.max_drift_mm):
         out = args.work / f"{tag}-{_slug(v['variant'])}.onnx"
         try:
-            secs = _quantise(v, fp32, calib, out)
+            secs = None if args.reuse and _reusable(out, fp32, calib) else _quantise(v, fp32, calib, out)
         except Exception as exc:  # a repair that misses its budget, a ModelOpt crash: a row saying so
             print(f"  {v['variant']} failed: {exc}", file=sys.stderr)
             failed.append({**common, "runner": "onnxruntime", "precision": "int8", "measurement": "peers",
@@ -178,7 +192,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
         side = read_sidecar(out).get("int8", {})
         info[v["variant"]] = {**v, "quantize_s": secs, "placement": side.get("placement"),
                               "int8_target": side.get("target"), "versions": side.get("versions")}
-        print(f"  quantised {v['variant']} ({secs:.0f} s)", file=sys.stderr)
+        print(f"  quantised {v['variant']} ({'reused' if secs is None else f'{secs:.0f} s'})", file=sys.stderr)
     drift, per_vertex = _measure(paths, held_out, model)
     image = np.load(held_out / "images.npy")[:1]
     rows = []
@@ -332,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (torch and ORT) for the CPU times")
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per CPU timing")
+    ap.add_argument("--reuse", action="store_true", help="keep graphs made earlier from the same FP32 graph and crops")
     ap.add_argument("--fastvit-checkpoint", type=Path, default=None,
                     help="also run the main table on fastvit_ma36 with these weights")
     args = ap.parse_args(argv)
@@ -366,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     md = []
     for config, weights in models:
         model, info = load_checkpoint(weights, config)
-        fp32 = export_onnx(model, args.work / f"{config}-fp32.onnx", info=info, progress=False)
+        fp32 = args.work / f"{config}-fp32.onnx"
+        if not (args.reuse and fp32.is_file()):
+            fp32 = export_onnx(model, fp32, info=info, progress=False)
         model, _ = load_checkpoint(weights, config, fused=True)  # the reference: fused eager FP32
         common = {"config": info.config, "weights": info.short, "cpu_threads": args.threads, **env}
         print(f"{config}: main table", file=sys.stderr)

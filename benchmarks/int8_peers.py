@@ -290,11 +290,21 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             ax.scatter([100 * r["int8_mac_share"] for r in sel], [r["vertex_drift_mean_mm"] for r in sel],
                        marker=marker, s=55, color="none" if diag else color, edgecolors=color,
                        label=f"{label}, our dense exclusions (diagnostic)" if diag else label)
-        for k, r in enumerate(pts):  # ModelOpt's variants share one share: labels stacked, not on top of each other
+        stacked = [r for r in pts if who == "modelopt" and not r.get("diagnostic")]
+        if stacked:  # ModelOpt's variants share one MAC share: one label block, highest drift first
+            stacked.sort(key=lambda r: -r["vertex_drift_mean_mm"])
+            top = stacked[0]
+            ax.annotate("\n".join(f"{r['variant'].replace('modelopt ', 'MO ')}: {r['vertex_drift_mean_mm']:.2f} mm"
+                                   for r in stacked),
+                        (100 * top["int8_mac_share"], top["vertex_drift_mean_mm"]), fontsize=7, ha="right", va="top",
+                        xytext=(-8, 0), textcoords="offset points")
+        for r in pts:
+            if r in stacked:
+                continue
             ax.annotate(r["variant"].replace("modelopt ", "MO ").replace("ours ", "").replace(", dense exclusions",
                                                                                               " (dense excl.)"),
                         (100 * r["int8_mac_share"], r["vertex_drift_mean_mm"]), fontsize=7, ha="right",
-                        xytext=(-6, 4 + (10 * k if who == "modelopt" else 0)), textcoords="offset points")
+                        xytext=(-6, -10 if r.get("diagnostic") else 4), textcoords="offset points")
     ax.set(xlabel="INT8 share of weighted-layer MACs (%, read from the graph)",
            ylabel="held-out mean vertex drift vs FP32 eager (mm)", title=title)
     ax.set_ylim(bottom=0)

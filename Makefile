@@ -40,7 +40,9 @@ $(MODELOPT_VENV)/.installed:
 
 modelopt: $(MODELOPT_VENV)/.installed
 
+# lint-imports: the layer map in pyproject.toml ([tool.importlinter], docs/architecture.md).
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed

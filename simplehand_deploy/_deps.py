@@ -31,6 +31,14 @@ def require(module: str) -> ModuleType:
         raise UsageError(f"{hint} ({exc})") from None
 
 
+def require_tensorrt() -> ModuleType:
+    """The real tensorrt module, or a UsageError with the install route (desktop and JetPack)."""
+    trt = tensorrt_or_none()
+    if trt is None:
+        raise UsageError(INSTALL_HINTS["tensorrt"])
+    return trt
+
+
 def tensorrt_or_none() -> ModuleType | None:
     """The real TensorRT module, or None.
 

@@ -26,24 +26,11 @@ import numpy as np
 from . import __version__
 from .config import IMAGE_SIZE
 from .errors import UsageError
-from .fileio import atomic_path, sha256_file
+from .fileio import atomic_path, check_out_dir, sha256_file
 from .progress import track
 
 FILES = ("images.npy", "labels.npz")
 LABEL_SHAPES = {"uv": (21, 2), "xyz": (21, 3), "vertices": (778, 3)}
-
-
-def check_out_dir(out: Path, markers: tuple[str, ...], what: str) -> None:
-    """Refuse an `--out` that is a file or a folder of something else: the atomic swap replaces the
-    whole folder, so pointing it at e.g. a project folder would delete that folder's contents."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder; choose another path")
-    entries = sorted(p.name for p in out.iterdir())
-    if entries and not set(markers) & set(entries):
-        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise UsageError(f"--out {out}: not empty and not {what} (holds {shown}); choose a new folder or remove it")
 
 
 @dataclass

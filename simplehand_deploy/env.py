@@ -81,9 +81,24 @@ def gpu_info() -> dict[str, str]:
         return {}
 
 
-def jetson_l4t_release() -> str | None:
-    from .trt.cache import l4t_release
+def l4t_release(path: str = "/etc/nv_tegra_release") -> str:
+    """Jetson L4T release line (e.g. 'R35 (release), REVISION: 4.1'), '' elsewhere."""
+    try:
+        first = Path(path).read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+    return first.lstrip("# ").split(", GCID")[0].strip()
 
+
+def board_model(path: str = "/proc/device-tree/model") -> str:
+    """Jetson board model ('NVIDIA Jetson Orin Nano Developer Kit'), '' where the device tree has none."""
+    try:
+        return Path(path).read_bytes().decode(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return ""
+
+
+def jetson_l4t_release() -> str | None:
     return l4t_release() or None
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
@@ -64,3 +66,15 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
+
+def check_out_dir(out: Path, markers: tuple[str, ...], what: str) -> None:
+    """Refuse an `--out` that is a file or a folder of something else: the atomic swap replaces the
+    whole folder, so pointing it at e.g. a project folder would delete that folder's contents."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder; choose another path")
+    entries = sorted(p.name for p in out.iterdir())
+    if entries and not set(markers) & set(entries):
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UsageError(f"--out {out}: not empty and not {what} (holds {shown}); choose a new folder or remove it")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simplehand_deploy.trt.cache import KeyInputs, engine_key, l4t_release, plan_paths
+from simplehand_deploy.env import l4t_release
+from simplehand_deploy.trt.cache import KeyInputs, engine_key, plan_paths
 
 BASE = KeyInputs(onnx_sha256="a" * 64, precision="fp16", typing="strong", profile=(1, 8, 64),
                  trt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", gpu_sm="9.0", cuda_major="12",
@@ -183,7 +184,7 @@ def test_trt_cuda_flavour_sources(tmp_path):
 
 
 def test_board_model(tmp_path):
-    from simplehand_deploy.trt.cache import board_model
+    from simplehand_deploy.env import board_model
 
     f = tmp_path / "model"
     f.write_bytes(b"NVIDIA Jetson Orin Nano Developer Kit\x00")

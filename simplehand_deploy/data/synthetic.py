@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import NUM_JOINTS, NUM_VERTICES
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_out_dir
 from ..progress import track
 
 IMAGE_SIZE = 224
@@ -260,8 +260,6 @@ def generate(
     if num < 1:
         raise UsageError(f"--num must be >= 1 (got {num})")
     out = Path(out_dir)
-    from ..calibration import check_out_dir
-
     check_out_dir(out, ("training_K.json", "training"), "a synthetic FreiHAND set")
     with atomic_path(out, is_dir=True) as tmp:
         for split, count, sub in (("training", num, 0), ("evaluation", eval_num, 1)):

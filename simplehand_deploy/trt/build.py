@@ -20,8 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
-from .._deps import INSTALL_HINTS, tensorrt_or_none
+from .._deps import require_tensorrt
 from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layers_path, rejected_layers_path
+from ..env import board_model
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
 from ..literals import Precision
@@ -32,14 +33,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = (1, 8, 64)
 
 
-def require_tensorrt() -> Any:
-    """The real tensorrt module, or a UsageError with the install route (desktop and JetPack)."""
-    trt = tensorrt_or_none()
-    if trt is None:
-        raise UsageError(INSTALL_HINTS["tensorrt"])
-    return trt
-
-
 def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
 
@@ -47,8 +40,6 @@ def trt_major(trt: Any) -> int:
 def cuda_device() -> dict[str, Any]:
     """Device 0: name, SM, SM count, total memory (MB), Jetson board model and CUDA major (torch, else
     cuda-python); UsageError without a CUDA device."""
-    from .cache import board_model
-
     try:
         import torch
 

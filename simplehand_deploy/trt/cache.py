@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..artifact import EngineArtifact, OnnxArtifact, plan_sidecar_path
+from ..env import l4t_release
 from ..fileio import sha256_file
 
 
@@ -55,23 +56,6 @@ def engine_key(inputs: KeyInputs) -> str:
 
 def os_arch() -> str:
     return f"{platform.system().lower()}-{platform.machine()}"
-
-
-def l4t_release(path: str = "/etc/nv_tegra_release") -> str:
-    """Jetson L4T release line (e.g. 'R35 (release), REVISION: 4.1'), '' elsewhere."""
-    try:
-        first = Path(path).read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return ""
-    return first.lstrip("# ").split(", GCID")[0].strip()
-
-
-def board_model(path: str = "/proc/device-tree/model") -> str:
-    """Jetson board model ('NVIDIA Jetson Orin Nano Developer Kit'), '' where the device tree has none."""
-    try:
-        return Path(path).read_bytes().decode(errors="replace").replace("\x00", "").strip()
-    except OSError:
-        return ""
 
 
 def cuda_flavour_from_dists(names: Iterable[str]) -> str | None:
@@ -192,20 +176,13 @@ def current_key_inputs(
     *,
     workspace_mb: int = 4096,
     opt_level: int | None = None,
-    trt_version: str | None = None,
-    device: dict[str, Any] | None = None,
+    trt_version: str,
+    device: dict[str, Any],
     tf32: bool = True,
     trt_cuda: str | None = None,
 ) -> KeyInputs:
-    """Gather the key inputs on this machine; TensorRT and the GPU are only queried when not given."""
-    if trt_version is None:
-        from .build import require_tensorrt
-
-        trt_version = str(require_tensorrt().__version__)
-    if device is None:
-        from .build import cuda_device
-
-        device = cuda_device()
+    """The key inputs for this graph, TensorRT version and device (the caller probes them: build_engine, with
+    trt.build.cuda_device); the OS, L4T release and TensorRT's CUDA flavour are read here unless given."""
     major = int(trt_version.split(".")[0])
     return KeyInputs(
         onnx_sha256=sha256_file(onnx_path), precision=precision, typing="strong" if major >= 10 else "weak",

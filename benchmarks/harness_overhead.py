@@ -41,7 +41,7 @@ def main() -> int:
     out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-harness-overhead"
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(create_model(args.config), Path(tmp) / "m.onnx", progress=False)
+        path = export_onnx(create_model(args.config), Path(tmp) / "m.onnx", progress=False).path
         with get_runner("onnxruntime", onnx=path, threads=args.threads) as runner:
             for _ in range(3):
                 res = measure(runner, args.batch, duration=0.0, iterations=args.iterations, warmup=0.5)

@@ -143,15 +143,15 @@ def _quantise(v: dict[str, Any], fp32: Path, calib: Path, out: Path) -> float:
 
 def _reusable(out: Path, fp32: Path, calib: Path) -> bool:
     """--reuse: a graph this preset already made from the same FP32 graph and calibration set."""
+    from simplehand_deploy.artifact import OnnxArtifact
     from simplehand_deploy.calibration import load_calibration_set
-    from simplehand_deploy.export import read_sidecar
     from simplehand_deploy.fileio import sha256_file
 
-    if not out.is_file():
+    art = OnnxArtifact.read_or_none(out) if out.is_file() else None
+    if art is None or art.int8 is None:
         return False
-    side = read_sidecar(out)
-    crops = side.get("int8", {}).get("calibration", {}).get("fingerprint")
-    return (side.get("source_sha256") == sha256_file(fp32) and side.get("onnx_sha256") == sha256_file(out)
+    crops = (art.int8.calibration or {}).get("fingerprint")
+    return (art.source_sha256 == sha256_file(fp32) and art.onnx_sha256 == sha256_file(out)
             and crops == load_calibration_set(calib).fingerprint)
 
 
@@ -172,7 +172,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
                    common: dict[str, Any], tag: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import numpy as np
 
-    from simplehand_deploy.export import read_sidecar
+    from simplehand_deploy.artifact import OnnxArtifact
     from simplehand_deploy.precision.macs import int8_mac_share, qdq_count
 
     paths: dict[str, Path] = {"fp32": fp32}
@@ -189,9 +189,10 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
                            "quantizer": v["quantizer"], "method": v["method"]})
             continue
         paths[v["variant"]] = out
-        side = read_sidecar(out).get("int8", {})
-        info[v["variant"]] = {**v, "quantize_s": secs, "placement": side.get("placement"),
-                              "int8_target": side.get("target"), "versions": side.get("versions")}
+        recipe = OnnxArtifact.read(out).int8
+        info[v["variant"]] = {**v, "quantize_s": secs, "placement": recipe.placement if recipe else None,
+                              "int8_target": recipe.target if recipe else None,
+                              "versions": recipe.versions if recipe else None}
         print(f"  quantised {v['variant']} ({'reused' if secs is None else f'{secs:.0f} s'})", file=sys.stderr)
     drift, per_vertex = _measure(paths, held_out, model)
     image = np.load(held_out / "images.npy")[:1]
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         model, info = load_checkpoint(weights, config)
         fp32 = args.work / f"{config}-fp32.onnx"
         if not (args.reuse and fp32.is_file()):
-            fp32 = export_onnx(model, fp32, info=info, progress=False)
+            fp32 = export_onnx(model, fp32, info=info, progress=False).path
         model, _ = load_checkpoint(weights, config, fused=True)  # the reference: fused eager FP32
         common = {"config": info.config, "weights": info.short, "cpu_threads": args.threads, **env}
         print(f"{config}: main table", file=sys.stderr)

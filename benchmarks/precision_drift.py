@@ -84,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     import polars as pl
 
+    from simplehand_deploy.artifact import OnnxArtifact
     from simplehand_deploy.bench.results import write_results
     from simplehand_deploy.calibration import ensure_calibration_set
     from simplehand_deploy.checkpoint import load_checkpoint
     from simplehand_deploy.drift import measure_drift
     from simplehand_deploy.env import fingerprint
-    from simplehand_deploy.export import export_onnx, read_sidecar
+    from simplehand_deploy.export import export_onnx
     from simplehand_deploy.precision import convert_fp16, int8_mac_share, quantize_int8
     from simplehand_deploy.precision.macs import qdq_count
 
@@ -101,26 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     calib = ensure_calibration_set(w / "calib", synthetic=True, num=32, seed=1, progress=False)
     held_out = ensure_calibration_set(w / "heldout", synthetic=True, num=64, seed=777, progress=False)
     model, info = load_checkpoint(ckpt)
-    fp32 = export_onnx(model, w / "tiny-fp32.onnx", info=info, progress=False)
-    paths: dict[str, Path] = {"fp32": fp32, "fp16": convert_fp16(fp32, w / "tiny-fp16.onnx")}
+    fp32 = export_onnx(model, w / "tiny-fp32.onnx", info=info, progress=False).path
+    paths: dict[str, Path] = {"fp32": fp32, "fp16": convert_fp16(fp32, w / "tiny-fp16.onnx").path}
     specs = {"fp32": {}, "fp16": {}}
     for v in variants(methods, args.max_drift_mm):
         name = v["variant"]
         out = w / f"tiny-{name.replace(' ', '-').replace('+', '-')}.onnx"
         print(f"quantising {name}", file=sys.stderr, flush=True)
         paths[name] = quantize_int8(fp32, calib, out, method=v["method"], placement=v["placement"],
-                                    target=v["target"], max_drift_mm=v.get("max_drift_mm"), progress=False)
+                                    target=v["target"], max_drift_mm=v.get("max_drift_mm"), progress=False).path
         specs[name] = v
     model, _ = load_checkpoint(ckpt, fused=True)  # the reference: fused eager FP32
     df = measure_drift(list(paths.values()), held_out, model=model)
     rows = []
     for (name, path), r in zip(paths.items(), df.iter_rows(named=True), strict=True):
         v = specs[name]
-        rep = (read_sidecar(path).get("int8") or {}).get("sensitivity_repair")
+        recipe = OnnxArtifact.read(path).int8
+        rep = recipe.sensitivity_repair if recipe is not None else None
         rows.append({**r, "variant": name, "placement": v.get("placement"), "method": v.get("method"),
                      "int8_mac_share": int8_mac_share(path) if r["precision"] == "int8" else None,
                      "qdq_nodes": qdq_count(path) if r["precision"] == "int8" else 0,
-                     "repair_met": None if not rep else bool(rep["met"]), "config": info.config,
+                     "repair_met": None if rep is None else bool(rep.met), "config": info.config,
                      "weights": info.short, "measurement": "precision_drift", **env})
     folder = args.out / f"{env['run_id']}-precision-drift"
     write_results(pl.DataFrame(rows, infer_schema_length=None), folder, env=env)

@@ -15,22 +15,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
 
 from .errors import UsageError
-from .fileio import write_json_atomic
+from .fileio import utc_now, write_json_atomic
 from .literals import PRECISIONS, TARGETS, Precision, Target
 
 R = TypeVar("R", bound="_Record")
-
-
-def utc_now() -> str:
-    """The one timestamp format of every sidecar: UTC, ISO 8601, seconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 # Paths ------------------------------------------------------------------------------------------------------
@@ -151,7 +145,9 @@ class SensitivityRepair(_Record):
     met: bool | None = None
     layers_int8: int | None = None
     layers_weighted: int | None = None
+    cpu_ms_fp32: float | None = None
     cpu_ms_all_int8: float | None = None
+    cpu_ms_repaired: float | None = None
     group_sensitivity_mm: tuple[Any, ...] | None = None
     checked_on: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = _extra()
@@ -228,6 +224,17 @@ def _load_json(side: Path, what: str) -> dict[str, Any]:
     return doc
 
 
+A = TypeVar("A", "OnnxArtifact", "EngineArtifact")
+
+
+def _written(art: A) -> A:
+    """Write `art`'s sidecar; the value returned is what reading it gives (JSON types: lists, not tuples)."""
+    doc = json.loads(json.dumps(art.to_json(), default=str))
+    write_json_atomic(art.sidecar, doc)
+    local = {f.name: getattr(art, f.name) for f in dataclasses.fields(art) if f.metadata.get("local")}
+    return type(art).from_json(doc, str(art.sidecar), **local)
+
+
 def _check_precision(value: Any, where: str) -> None:
     if value is not None and value not in PRECISIONS:
         raise UsageError(f"{where}: field 'precision' is {value!r}, expected one of {', '.join(PRECISIONS)}; "
@@ -283,14 +290,22 @@ class OnnxArtifact(_Record):
         except UsageError:
             return None
 
+    @classmethod
+    def source(cls, path: str | os.PathLike[str]) -> OnnxArtifact:
+        """The graph a producer starts from: as recorded, or recording nothing (a graph made elsewhere)."""
+        return cls.read_or_none(path) or cls(path=Path(path))
+
     def write(self) -> OnnxArtifact:
-        """Write the sidecar atomically (after the graph itself); returns the value written."""
-        write_json_atomic(self.sidecar, self.to_json())
-        return self
+        """Write the sidecar atomically (after the graph itself); returns the value written, as `read` gives it."""
+        return _written(self)
 
     def derive(self, path: str | os.PathLike[str], **changes: Any) -> OnnxArtifact:
-        """A new artifact made from this one: its records carried over, `changes` applied, sources noted."""
-        return dataclasses.replace(self, path=Path(path), source_onnx=str(self.path), **changes)
+        """A new artifact made from this one: its records carried over, the source and the time noted,
+        `changes` applied (the producer's own fields, e.g. `precision`, `int8`, `onnx_sha256`)."""
+        from .fileio import sha256_file
+
+        base = {"source_onnx": str(self.path), "source_sha256": sha256_file(self.path), "created": utc_now()}
+        return dataclasses.replace(self, path=Path(path), **{**base, **changes})
 
     def recipe(self, precision: str) -> dict[str, Any]:
         """The precision recipe as recorded (what the TensorRT engine key hashes): {} when none."""
@@ -401,9 +416,8 @@ class EngineArtifact(_Record):
             return None
 
     def write(self) -> EngineArtifact:
-        """Write the sidecar atomically (after the plan itself); returns the value written."""
-        write_json_atomic(self.sidecar, self.to_json())
-        return self
+        """Write the sidecar atomically (after the plan itself); returns the value written, as `read` gives it."""
+        return _written(self)
 
     @property
     def profile(self) -> Profile | None:

@@ -17,7 +17,6 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import numpy as np
 from . import __version__
 from .config import IMAGE_SIZE
 from .errors import UsageError
-from .fileio import atomic_path, check_out_dir, sha256_file
+from .fileio import atomic_path, check_out_dir, sha256_file, utc_now
 from .progress import track
 
 FILES = ("images.npy", "labels.npz")
@@ -120,7 +119,7 @@ def _build(out, root: Path, source: str, split: str, num: int, seed: int, scale:
             "indices": indices,
             "labels": sorted(arrays),
             "files": {name: sha256_file(tmp / name) for name in FILES},
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": utc_now(),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(out)

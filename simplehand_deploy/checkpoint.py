@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig, get_config
+from .config import DEFAULT_CONFIG, ModelConfig, get_config
 from .errors import UsageError
 from .fileio import atomic_path, sha256_file
 from .model import SimpleHand, create_model, fuse
@@ -124,7 +124,7 @@ def load_checkpoint(
     checkpoints wins over `config`; official files use `config` (default fastvit_ma36).
     """
     if path is None:
-        cfg = get_config(config) if isinstance(config, str) else (config or get_config("fastvit_ma36"))
+        cfg = get_config(config) if isinstance(config, str) else (config or get_config(DEFAULT_CONFIG))
         model = create_model(cfg, seed=seed)
         if fused:
             fuse(model)
@@ -139,7 +139,7 @@ def load_checkpoint(
     elif isinstance(config, ModelConfig):
         cfg = config
     else:
-        cfg = get_config(config or "fastvit_ma36")
+        cfg = get_config(config or DEFAULT_CONFIG)
     model = create_model(cfg, seed=seed)
     stored_fused = any("reparam_conv" in k for k in sd)
     if stored_fused:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .config import DEFAULT_CONFIG
 from .errors import UsageError, VerificationError
 
 deploy = typer.Typer(
@@ -45,8 +46,7 @@ def _bench_main(ctx: typer.Context) -> None:
     With no command: benchmark every artifact found in engines/ plus torch eager on this machine.
     """
     if ctx.invoked_subcommand is None:
-        _bench(("latency",), None, None, 1.0, 10, 0.2, "fastvit_ma36", None, None, None, Path("engines"), None, None,
-               False, False, None)
+        _bench(("latency",), False, False)
 
 
 def _err(msg: str) -> None:
@@ -68,12 +68,12 @@ def _run(app: typer.Typer, argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
+    except typer.Abort:
+        _err("aborted")
+        return 130
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
-        if type(exc).__name__ == "Abort":
-            _err("aborted")
-            return 130
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click.ClickException (typer may vendor click)
             exc.show()
             return int(exc.exit_code)
@@ -101,7 +101,8 @@ CheckpointOpt = Annotated[
     typer.Option("--checkpoint", help="Weights: official simpleHand file, our checkpoint, or a state dict. "
                  "Absent: seed-initialised weights (announced)."),
 ]
-ConfigOpt = Annotated[str, typer.Option("--config", help="Model variant: fastvit_ma36 (the paper's) or tiny.")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", help=f"Model variant: {DEFAULT_CONFIG} (the paper's, "
+                                                "default) or tiny.")]
 
 
 def load_model_for_cli(checkpoint: Path | None, config: str, *, fused: bool = False, quiet: bool = False) -> Any:
@@ -123,7 +124,7 @@ def predict(
     input: Annotated[Path, typer.Option("--input", help="float32 .npy (B,3,224,224), BGR, 0..255 crops.")],
     output: Annotated[Path, typer.Option("--output", help="Output .npz with uv (B,21,2), vertices (B,778,3).")],
     checkpoint: CheckpointOpt = None,
-    config: ConfigOpt = "fastvit_ma36",
+    config: ConfigOpt = DEFAULT_CONFIG,
     fuse: Annotated[bool, typer.Option("--fuse", help="Apply FastViT re-parameterisation first.")] = False,
     mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: also output joints.")] = None,
     regressor: Annotated[Path | None, typer.Option("--regressor", help="(21,778) .npy: also output joints.")] = None,
@@ -186,7 +187,7 @@ def calib_set(
 @deploy.command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run folder: last.pt, epoch_N.pt, log.csv, summary.json.")],
-    config: ConfigOpt = "fastvit_ma36",
+    config: ConfigOpt = DEFAULT_CONFIG,
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Train on generated synthetic hands.")] = False,
     synthetic_num: Annotated[int, typer.Option("--synthetic-num", help="Synthetic training samples.")] = 2048,
@@ -225,7 +226,7 @@ def train(
 @deploy.command("eval")
 def eval_cmd(
     checkpoint: CheckpointOpt = None,
-    config: ConfigOpt = "fastvit_ma36",
+    config: ConfigOpt = DEFAULT_CONFIG,
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Evaluate on generated synthetic hands.")] = False,
     synthetic_num: Annotated[int, typer.Option("--synthetic-num", help="Synthetic evaluation samples.")] = 64,
@@ -235,46 +236,22 @@ def eval_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """FreiHAND protocol: crop x1.25, root-relative, Procrustes-aligned PA-MPJPE/PA-MPVPE, AUC, F@5/F@15."""
-    import tempfile
+    from .evaluate import EvalConfig, metrics_table, run_eval, skipped_lines
 
-    from .data.freihand import FreiHAND
-    from .evaluate import evaluate_model
-
-    if (freihand is None) == (not synthetic):
-        raise UsageError("give exactly one data source: --freihand DIR or --synthetic")
-    model, _ = load_model_for_cli(checkpoint, config, quiet=json_out)
-    reg = None
-    with tempfile.TemporaryDirectory(prefix="simplehand-eval-") as tmp:
-        if synthetic:
-            from .data.synthetic import generate, regressor
-
-            root = generate(Path(tmp) / "synthetic", 1, seed=12345, eval_num=synthetic_num, progress=not json_out)
-            ds, reg = FreiHAND(root, "evaluation"), regressor()
-        else:
-            ds = FreiHAND(freihand, split)
-        if mano is not None:
-            from .joints import load_regressor
-
-            reg = load_regressor(mano)
-        metrics = evaluate_model(model, ds, reg, limit=limit, progress=not json_out)
+    metrics = run_eval(EvalConfig.from_cli(checkpoint=checkpoint, config=config, freihand=freihand,
+                                           synthetic=synthetic, synthetic_num=synthetic_num, split=split, mano=mano,
+                                           limit=limit, progress=not json_out))
     if json_out:
         import json
 
         print(json.dumps(metrics))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"FreiHAND protocol ({metrics['num']} samples)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k in ("pa_mpjpe_mm", "pa_mpvpe_mm", "auc_joints", "auc_vertices", "f5", "f15"):
-        if k in metrics:
-            table.add_row(k, f"{metrics[k]:.4f}")
     console = Console()
-    console.print(table)
-    for k, why in metrics["skipped"].items():
-        console.print(f"skipped {k}: {why}")
+    console.print(metrics_table(metrics))
+    for line in skipped_lines(metrics):
+        console.print(line)
 
 
 # ============================================================================================
@@ -285,7 +262,7 @@ def eval_cmd(
 def export(
     out: Annotated[Path, typer.Option("--out", help="Output .onnx path (a .json sidecar is written beside it).")],
     checkpoint: CheckpointOpt = None,
-    config: ConfigOpt = "fastvit_ma36",
+    config: ConfigOpt = DEFAULT_CONFIG,
     opset: Annotated[int, typer.Option("--opset", help="17 (TensorRT >= 8.6) or 16 (TensorRT 8.5).")] = 17,
     dynamo: Annotated[bool, typer.Option("--dynamo", help="Use torch's dynamo exporter (needs onnxscript).")] = False,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim.")] = False,
@@ -308,8 +285,8 @@ def fp16(
     """FP16 graph with FP32 I/O and an FP32 island (norms, softmax, grid path, vertex head)."""
     from .precision import convert_fp16
 
-    path = convert_fp16(onnx, out, blocklist=block or None)
-    _say(f"wrote {path}")
+    art = convert_fp16(onnx, out, blocklist=block or None)
+    _say(f"wrote {art.path}")
 
 
 @deploy.command()
@@ -340,29 +317,21 @@ def int8(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Explicit INT8 Q/DQ graph calibrated on the crops (symmetric, per-channel weights; --target trt10 or trt8)."""
-    from .export import read_sidecar
     from .precision import quantize_int8
 
-    path = quantize_int8(onnx, calib, out, method=method, quantizer=quantizer, exclude=exclude,
-                         max_drift_mm=max_drift_mm, placement=placement, target=target, progress=not quiet)
-    side = read_sidecar(path)["int8"]
-    rep = side.get("sensitivity_repair")
-    if rep:
-        _say(f"sensitivity repair: drift {rep['drift_all_quantised_mm']:.3f} -> {rep['final_drift_mm']:.3f} mm "
-             f"(budget {rep['budget_mm']} mm, on {rep['checked_on']['crops']} held-out crops), "
-             f"{len(rep['excluded_groups'])} layer group(s) kept float", quiet)
-    share = side.get("int8_mac_share")
-    if quantizer == "modelopt":
-        from .precision.modelopt import describe
-
-        _say(f"wrote {path} ({describe(read_sidecar(path))})", quiet)
-        return
-    _say(f"wrote {path} (target {target}, placement {placement}"
-         + (f", {share:.1%} of weighted-layer MACs in INT8)" if share is not None else ")"), quiet)
-    if rep and not rep["met"]:
-        raise VerificationError(f"{path}: sensitivity repair missed its budget ({rep['final_drift_mm']:.3f} mm > "
-                                f"{rep['budget_mm']} mm on {rep['checked_on']['crops']} held-out crops, "
-                                f"{len(rep['excluded_groups'])} layer group(s) kept float); raise --max-drift-mm "
+    art = quantize_int8(onnx, calib, out, method=method, quantizer=quantizer, exclude=exclude,
+                        max_drift_mm=max_drift_mm, placement=placement, target=target, progress=not quiet)
+    recipe = art.int8
+    rep = recipe.sensitivity_repair if recipe is not None else None
+    if rep is not None:
+        _say(f"sensitivity repair: drift {rep.drift_all_quantised_mm:.3f} -> {rep.final_drift_mm:.3f} mm "
+             f"(budget {rep.budget_mm} mm, on {rep.checked_on_crops} held-out crops), "
+             f"{len(rep.excluded_groups or ())} layer group(s) kept float", quiet)
+    _say(f"wrote {art.path} ({recipe.describe() if recipe is not None else 'no INT8 record'})", quiet)
+    if rep is not None and not rep.met:
+        raise VerificationError(f"{art.path}: sensitivity repair missed its budget ({rep.final_drift_mm:.3f} mm > "
+                                f"{rep.budget_mm} mm on {rep.checked_on_crops} held-out crops, "
+                                f"{len(rep.excluded_groups or ())} layer group(s) kept float); raise --max-drift-mm "
                                 "or calibrate on more crops")
 
 
@@ -371,7 +340,7 @@ def drift(
     onnx: Annotated[list[Path], typer.Option("--onnx", help="ONNX graphs to compare (repeat).")],
     calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder.")],
     checkpoint: CheckpointOpt = None,
-    config: ConfigOpt = "fastvit_ma36",
+    config: ConfigOpt = DEFAULT_CONFIG,
     mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: PA-MPJPE on FreiHAND crops "
                                               "(synthetic sets carry their own regressor).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
@@ -450,7 +419,7 @@ def check_engine_cmd(
 @deploy.command()
 def engine(
     checkpoint: CheckpointOpt = None,
-    config: ConfigOpt = "fastvit_ma36",
+    config: ConfigOpt = DEFAULT_CONFIG,
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND folder for calibration crops; "
                                                    "default: synthetic FreiHAND-format hands.")] = None,
     calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = 64,
@@ -467,11 +436,11 @@ def engine(
 
     from .pipeline import run_engine_job, summary_table
 
-    rows = run_engine_job(config=config, checkpoint=checkpoint, freihand=freihand, calib_num=calib_num, out=out,
-                          precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()), method=method,
-                          profile=_profile(profile), quiet=quiet, tf32=tf32)
-    Console(stderr=True).print(summary_table(rows))
-    if any(r["status"] == "failed" for r in rows):
+    job = run_engine_job(config=config, checkpoint=checkpoint, freihand=freihand, calib_num=calib_num, out=out,
+                         precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()), method=method,
+                         profile=_profile(profile), quiet=quiet, tf32=tf32)
+    Console(stderr=True).print(summary_table(job))
+    if job.failed:
         raise VerificationError("some artifacts failed to build (see the summary)")
 
 
@@ -492,16 +461,12 @@ def triton(
                                         "when tritonclient is installed.")] = True,
 ) -> None:
     """Write a Triton model repository: <name>/config.pbtxt (dynamic batching) + <name>/1/model.plan|onnx."""
-    import importlib.util
-
-    from .triton import export_triton, validate_config
+    from .triton import export_triton, validate_repository
 
     model_dir = export_triton(out, engine=engine, onnx=onnx, name=name, max_batch=max_batch)
-    checked = ""
-    if check and importlib.util.find_spec("tritonclient") is not None:
-        validate_config((model_dir / "config.pbtxt").read_text())
-        checked = " (config.pbtxt checked against Triton's ModelConfig schema)"
-    _say(f"triton: wrote {model_dir}{checked}")
+    checked = check and validate_repository(model_dir)
+    _say(f"triton: wrote {model_dir}" + (" (config.pbtxt checked against Triton's ModelConfig schema)" if checked
+                                           else ""))
 
 
 # ============================================================================================
@@ -513,9 +478,10 @@ RunnersOpt = Annotated[str | None, typer.Option("--runners", help="Comma list: t
                                                  "(default: torch,onnxruntime,tensorrt).")]
 BatchOpt = Annotated[str | None, typer.Option("--batch-sizes", help="Comma list; default 1,2,4,8 on CPU, "
                                                "1,2,4,8,16,32,64 on GPU.")]
-DurationOpt = Annotated[float, typer.Option("--duration", help="Minimum timed seconds per cell (trtexec: 3).")]
-ItersOpt = Annotated[int, typer.Option("--iterations", help="Minimum timed iterations per cell.")]
-WarmupOpt = Annotated[float, typer.Option("--warmup", help="Warm-up seconds per cell.")]
+DurationOpt = Annotated[float | None, typer.Option("--duration", help="Minimum timed seconds per cell "
+                                                  "(default 3, trtexec's).")]
+ItersOpt = Annotated[int | None, typer.Option("--iterations", help="Minimum timed iterations per cell (default 10).")]
+WarmupOpt = Annotated[float | None, typer.Option("--warmup", help="Warm-up seconds per cell (default 0.2).")]
 OnnxOpt = Annotated[list[Path] | None, typer.Option("--onnx", help="ONNX artifact(s); default: found in engines/.")]
 EnginesOpt = Annotated[list[Path] | None, typer.Option("--engines", help="TensorRT plan(s); default: engines/*.plan.")]
 CalibOpt = Annotated[Path | None, typer.Option("--calib", help="Calibration set for accuracy; default: a synthetic "
@@ -528,114 +494,76 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="CPU intra-op 
                                                 "recorded as cpu_threads).")]
 
 
-def _bench(kinds: tuple[str, ...], runners: str | None, batch_sizes: str | None, duration: float, iterations: int,
-           warmup: float, config: str, checkpoint: Path | None, onnx: list[Path] | None, engines: list[Path] | None,
-           engines_dir: Path, calib: Path | None, out: Path | None, json_out: bool, quiet: bool,
-           threads: int | None = None) -> None:
-    import polars as pl
+def _bench(kinds: tuple[str, ...], json_out: bool | None, quiet: bool | None, *, accuracy_only: bool = False,
+           **options: Any) -> None:
+    """Build the run's config, run it, render what it returns."""
+    from .bench.run import BenchConfig, run_bench
 
-    from .bench import sweep
-    from .env import fingerprint, gpu_info
+    cfg = BenchConfig.from_cli(kinds, quiet=bool(quiet or json_out), **options)
+    run = run_bench(cfg.accuracy_only() if accuracy_only else cfg)
+    _render_bench(run, bool(json_out), bool(quiet))
+    if run.failed_all:
+        raise VerificationError(f"no runner produced a result (see the status column in {run.path})")
 
-    names = sweep.parse_runners(runners)
-    batches = sweep.parse_batches(batch_sizes, bool(gpu_info()))
-    if iterations < 1 or duration < 0 or warmup < 0:
-        raise UsageError("--iterations must be >= 1 and --duration/--warmup >= 0")
-    if threads is not None and threads < 1:
-        raise UsageError(f"--threads {threads}: must be >= 1 (omit it for each library's default)")
-    if threads:
-        import torch
 
-        torch.set_num_threads(threads)  # before the first torch call (model load, export)
-    # the training-time model: the torch runner fuses its own copy; torch_unfused times it as it is
-    model, info = load_model_for_cli(checkpoint, config, fused=False, quiet=quiet or json_out)
-    found_onnx, found_plans = sweep.find_artifacts(engines_dir, info.config, info.short)
-    specs = sweep.build_specs(names, model=model, info=info, onnx=onnx or found_onnx, plans=engines or found_plans,
-                              engines_dir=engines_dir, quiet=quiet or json_out, threads=threads,
-                              check_plans=not engines)
-    env = fingerprint()
-    common = {"config": info.config, "weights": info.short, **env}
-    frames = []
-    if "latency" in kinds:
-        frames.append(sweep.latency_sweep(specs, batches, duration=duration, iterations=iterations, warmup=warmup,
-                                          common=common, progress=not (quiet or json_out)))
-    if "accuracy" in kinds:
-        if calib is None:
-            from .calibration import ensure_calibration_set
+def _render_bench(run: Any, json_out: bool, quiet: bool) -> None:
+    import json
 
-            calib = ensure_calibration_set(Path("calibration") / "synthetic-16", synthetic=True, num=16,
-                                           progress=not (quiet or json_out))
-        from .bench.accuracy import DriftMaps
-
-        maps = DriftMaps(None)
-        frames.append(sweep.accuracy_run(specs, model=model, calib=calib, common=common,
-                                         progress=not (quiet or json_out), drift_maps=maps))
-    df = pl.concat(frames, how="vertical_relaxed")
-    path = sweep.finish(df, out, env)
-    if "accuracy" in kinds:
-        maps.write(path, f"{info.config}, {calib.name}")
-    failed_all = bool(len(df)) and not (df["status"] == "ok").any()
     if json_out:
-        import json
+        print(json.dumps(run.rows(), default=str, indent=1))
+        return
+    if quiet:
+        if run.cov_warning():
+            _say(run.cov_warning())
+        return
+    from rich.console import Console
+    from rich.markup import escape
 
-        from .bench.results import SAMPLES
-
-        print(json.dumps(df.drop(SAMPLES, strict=False).to_dicts(), default=str, indent=1))  # samples: parquet
-    elif not quiet:
-        from rich.console import Console
-
-        console = Console()
-        for kind, frame in zip(kinds, frames, strict=True):
-            console.print(sweep.render(frame, f"{kind}: {env['device_name']} ({info.config}, weights {info.short})"))
-        lines = sweep.trtexec_lines(df)
-        if lines:
-            from rich.markup import escape
-
-            console.print("equivalent trtexec commands (GPU compute, one inference queued ahead):")
-            for line in lines:
-                console.print(f"  {escape(line)}", soft_wrap=True)
-        warning = sweep.cov_warnings(df)
-        if warning:
-            from rich.markup import escape
-
-            console.print(f"[yellow]{escape(warning)}[/]")
-        if any(r.startswith("onnxruntime") for r in df["runner"].to_list()) and not gpu_info():
-            console.print("[dim]note: ONNX Runtime FP16/INT8 on CPU simulate TensorRT precision for accuracy; their "
-                          "CPU latency is not what FP16/INT8 buys on a GPU.[/]")
-        console.print(f"results: {path}")
-    elif sweep.cov_warnings(df):
-        _say(sweep.cov_warnings(df))
-    if failed_all:
-        raise VerificationError(f"no runner produced a result (see the status column in {path})")
+    console = Console()
+    for table in run.tables():
+        console.print(table)
+    lines = run.trtexec_lines()
+    if lines:
+        console.print("equivalent trtexec commands (GPU compute, one inference queued ahead):")
+        for line in lines:
+            console.print(f"  {escape(line)}", soft_wrap=True)
+    if run.cov_warning():
+        console.print(f"[yellow]{escape(run.cov_warning())}[/]")
+    if run.simulated_precision_note:
+        console.print("[dim]note: ONNX Runtime FP16/INT8 on CPU simulate TensorRT precision for accuracy; their "
+                      "CPU latency is not what FP16/INT8 buys on a GPU.[/]")
+    console.print(f"results: {run.path}")
 
 
 @bench.command()
-def latency(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = 3.0,
-            iterations: ItersOpt = 10, warmup: WarmupOpt = 0.2, config: ConfigOpt = "fastvit_ma36",
+def latency(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = None,
+            iterations: ItersOpt = None, warmup: WarmupOpt = None, config: ConfigOpt = None,
             checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None,
             out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
     """Latency table across batch sizes for each runner (trtexec statistics), written as results files."""
-    _bench(("latency",), runners, batch_sizes, duration, iterations, warmup, config, checkpoint, onnx, engines,
-           Path("engines"), None, out, json_out, quiet, threads)
+    _bench(("latency",), json_out, quiet, runners=runners, batch_sizes=batch_sizes, duration=duration,
+           iterations=iterations, warmup=warmup, config=config, checkpoint=checkpoint, onnx=onnx, engines=engines,
+           out=out, threads=threads)
 
 
 @bench.command()
-def accuracy(runners: RunnersOpt = None, config: ConfigOpt = "fastvit_ma36", checkpoint: CheckpointOpt = None,
+def accuracy(runners: RunnersOpt = None, config: ConfigOpt = None, checkpoint: CheckpointOpt = None,
              onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None, out: OutOpt = None,
              json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
     """Drift of every runner vs torch FP32 eager on the same crops (mm, px), plus metrics vs labels."""
-    _bench(("accuracy",), runners, "1", 0.0, 1, 0.0, config, checkpoint, onnx, engines, Path("engines"), calib, out,
-           json_out, quiet, threads)
+    _bench(("accuracy",), json_out, quiet, accuracy_only=True, runners=runners, config=config, checkpoint=checkpoint,
+           onnx=onnx, engines=engines, calib=calib, out=out, threads=threads)
 
 
 @bench.command()
-def run(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = 3.0,
-        iterations: ItersOpt = 10, warmup: WarmupOpt = 0.2, config: ConfigOpt = "fastvit_ma36",
+def run(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = None,
+        iterations: ItersOpt = None, warmup: WarmupOpt = None, config: ConfigOpt = None,
         checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None,
         out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
     """Latency and accuracy in one results folder."""
-    _bench(("latency", "accuracy"), runners, batch_sizes, duration, iterations, warmup, config, checkpoint, onnx,
-           engines, Path("engines"), calib, out, json_out, quiet, threads)
+    _bench(("latency", "accuracy"), json_out, quiet, runners=runners, batch_sizes=batch_sizes, duration=duration,
+           iterations=iterations, warmup=warmup, config=config, checkpoint=checkpoint, onnx=onnx, engines=engines,
+           calib=calib, out=out, threads=threads)
 
 
 @bench.command("env")
@@ -686,25 +614,16 @@ def regress(
     """Gate a run against a baseline: exit 1 on a regression, 0 when clean, 2 on bad input."""
     from rich.console import Console
 
-    from .bench.baseline import load_frame
-    from .bench.regress import compare, parse_tolerance, render_table, to_junit, to_markdown
-    from .fileio import atomic_path
+    from .bench.baseline import gate
+    from .bench.regress import render_table
 
-    tol = parse_tolerance(latency_tol)
-    cur_df, cur_path = load_frame(current, slug=device, label="--current")
-    slug = device or (str(cur_df["device_slug"][0]) if "device_slug" in cur_df.columns and cur_df.height else None)
-    base_df, base_path = load_frame(baseline, slug=slug, label="--baseline")
-    report = compare(base_df, cur_df, latency_tol=tol, drift_tol_mm=drift_tol_mm, allow_env_change=allow_env_change)
-    for path, text in ((junit, to_junit(report) if junit else ""), (markdown, to_markdown(report) if markdown else "")):
-        if path is not None:
-            with atomic_path(path) as tmp:
-                tmp.write_text(text)
-    _say(f"regress: baseline {base_path} vs current {cur_path}", quiet)
+    result = gate(baseline, current, latency_tol=latency_tol, drift_tol_mm=drift_tol_mm,
+                  allow_env_change=allow_env_change, device=device, junit=junit, markdown=markdown)
+    report = result.report
+    _say(f"regress: baseline {result.baseline} vs current {result.current}", quiet)
     if not quiet:
         Console(width=max(Console().width, 160)).print(render_table(report))
     if not report.passed:
-        from .errors import VerificationError
-
         names = ", ".join(f"{r.name} ({r.verdict})" for r in report.failures)
         raise VerificationError(f"{report.summary()}: {names}")
     _say(report.summary())

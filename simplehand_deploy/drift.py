@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import DEFAULT_CONFIG
 from .errors import UsageError
 
 REGIONS = ("thumb", "index", "middle", "ring", "little", "palm")
@@ -163,7 +164,7 @@ def measure_drift(
     *,
     model: Any = None,
     checkpoint: str | os.PathLike[str] | None = None,
-    config: str = "fastvit_ma36",
+    config: str = DEFAULT_CONFIG,
     batch_size: int = 8,
     regressor: np.ndarray | None = None,
     per_vertex: dict[str, np.ndarray] | None = None,
@@ -213,13 +214,10 @@ def measure_drift(
 
 def _int8_target(path: str | os.PathLike[str]) -> str | None:
     """The TensorRT target an INT8 artifact's sidecar names (trt10 / trt8); None without one."""
-    from .export import read_sidecar
+    from .artifact import OnnxArtifact
 
-    try:
-        target = read_sidecar(path).get("int8_target")
-    except (OSError, ValueError):
-        return None
-    return str(target) if target else None
+    art = OnnxArtifact.read_or_none(path)
+    return art.int8_target if art is not None else None
 
 
 def render_table(df: Any, title: str = "drift vs PyTorch FP32 eager") -> Any:

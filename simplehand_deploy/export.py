@@ -10,6 +10,7 @@ What is checked on every export, because each has bitten someone:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -21,32 +22,23 @@ import numpy as np
 import torch
 
 from . import __version__
+from .artifact import OnnxArtifact, utc_now
 from .checkpoint import CheckpointInfo
 from .errors import UsageError, VerificationError
-from .fileio import atomic_path, write_json_atomic
+from .fileio import atomic_path, sha256_file
+from .literals import PRECISIONS, Precision, Target
 from .model import SimpleHand, fuse
 
 PARITY_TOL = 1e-4
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def artifact_name(config: str, weights_short: str, precision: str, target: str | None = None) -> str:
+def artifact_name(config: str, weights_short: str, precision: Precision, target: Target | None = None) -> str:
     """`simplehand-<config>-<weights>-<precision>.onnx`; INT8 names its TensorRT target (`...-int8-trt10.onnx`)."""
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "int8":
         return f"simplehand-{config}-{weights_short}-int8-{target or 'trt10'}.onnx"
     return f"simplehand-{config}-{weights_short}-{precision}.onnx"
-
-
-def sidecar_path(onnx_path: str | os.PathLike[str]) -> Path:
-    return Path(str(onnx_path) + ".json") if not str(onnx_path).endswith(".onnx") else \
-        Path(str(onnx_path)[: -len(".onnx")] + ".json")
-
-
-def read_sidecar(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
-    p = sidecar_path(onnx_path)
-    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Any:
@@ -174,8 +166,10 @@ def export_onnx(
     parity: bool = True,
     info: CheckpointInfo | None = None,
     progress: bool = True,
-) -> Path:
-    """Export (fusing first), simplify if it verifies, check the graph and parity, write ONNX + sidecar atomically."""
+) -> OnnxArtifact:
+    """Export (fusing first), simplify if it verifies, check the graph and parity, write ONNX + sidecar atomically.
+
+    Returns the artifact written (its path and sidecar record)."""
     import onnx
 
     if opset > 17 or opset < 16:
@@ -205,23 +199,15 @@ def export_onnx(
             log(f"export: parity vs PyTorch (batch 1, 3): uv {figures['uv']:.2e}, vertices {figures['vertices']:.2e}")
             if figures["vertices"] > PARITY_TOL or figures["uv"] > PARITY_TOL:
                 raise VerificationError(f"ONNX Runtime vs PyTorch differ by {figures} (> {PARITY_TOL}) for {out.name}")
-        meta = _sidecar(model, info, opset, dynamo, simplified, figures, time.time() - t0, "fp32")
-        meta["exporter_opset"] = emitted
-        for k, v in (("simplehand", json.dumps({k: meta[k] for k in ("config", "weights_sha256", "precision")})),
-                     ("producer", f"simplehand-deploy {__version__}")):
+        art = _artifact(out, model, info, opset, dynamo, simplified, figures, time.time() - t0, emitted)
+        stamp = {"config": art.config, "weights_sha256": info.sha256 if info else None, "precision": art.precision}
+        for k, v in (("simplehand", json.dumps(stamp)), ("producer", f"simplehand-deploy {__version__}")):
             entry = graph.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(graph, str(tmp))
-    meta["onnx_sha256"] = _sha(out)
-    write_json_atomic(sidecar_path(out), meta)
+    art = dataclasses.replace(art, onnx_sha256=sha256_file(out)).write()
     log(f"export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.time() - t0:.0f} s")
-    return out
-
-
-def _sha(path: Path) -> str:
-    from .fileio import sha256_file
-
-    return sha256_file(path)
+    return art
 
 
 def _try_simplify(model: SimpleHand, path: Path, graph: Any, log: Any) -> bool:
@@ -260,28 +246,19 @@ def _try_simplify(model: SimpleHand, path: Path, graph: Any, log: Any) -> bool:
 ARTIFACT_FORMAT = 3
 
 
-def _sidecar(model: SimpleHand, info: CheckpointInfo | None, opset: int, dynamo: bool, simplified: bool,
-             figures: dict[str, float], seconds: float, precision: str) -> dict[str, Any]:
+def _artifact(out: Path, model: SimpleHand, info: CheckpointInfo | None, opset: int, dynamo: bool,
+              simplified: bool, figures: dict[str, float], seconds: float, emitted: int) -> OnnxArtifact:
     import onnx
 
-    return {
-        "kind": "simplehand-onnx",
-        "artifact_format": ARTIFACT_FORMAT,
-        "precision": precision,
-        "config": model.cfg.name,
-        "model_config": model.cfg.to_dict(),
-        "weights_kind": info.kind if info else "seed",
-        "weights_sha256": info.sha256 if info else None,
-        "weights_short": info.short if info else "seed0",
-        "opset": opset,
-        "exporter": "dynamo" if dynamo else "legacy",
-        "simplified": simplified,
-        "fused": True,
-        "inputs": {"image": ["batch", 3, 224, 224]},
-        "outputs": {"uv": ["batch", 21, 2], "vertices": ["batch", 778, 3]},
-        "parity_max_abs": figures,
-        "versions": {"simplehand_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "python": platform.python_version()},
-        "seconds": round(seconds, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return OnnxArtifact(
+        path=out, precision="fp32", artifact_format=ARTIFACT_FORMAT, config=model.cfg.name,
+        weights_short=info.short if info else "seed0", opset=opset, created=utc_now(),
+        extra={"kind": "simplehand-onnx", "model_config": model.cfg.to_dict(),
+               "weights_kind": info.kind if info else "seed", "weights_sha256": info.sha256 if info else None,
+               "exporter": "dynamo" if dynamo else "legacy", "simplified": simplified, "fused": True,
+               "inputs": {"image": ["batch", 3, 224, 224]},
+               "outputs": {"uv": ["batch", 21, 2], "vertices": ["batch", 778, 3]},
+               "parity_max_abs": figures,
+               "versions": {"simplehand_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                            "python": platform.python_version()},
+               "seconds": round(seconds, 2), "exporter_opset": emitted})

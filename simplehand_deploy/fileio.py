@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ def atomic_path(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iterat
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def utc_now() -> str:
+    """The one timestamp format of every file the toolkit writes: UTC, ISO 8601, seconds, `Z`."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import IMAGE_SIZE, NUM_JOINTS, NUM_VERTICES, ModelConfig, get_config
+from .config import DEFAULT_CONFIG, IMAGE_SIZE, NUM_JOINTS, NUM_VERTICES, ModelConfig, get_config
 
 
 def sine_position_map(channels: int, height: int, width: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -193,7 +193,7 @@ def fuse(model: SimpleHand) -> SimpleHand:
     return model
 
 
-def create_model(config: str | ModelConfig = "fastvit_ma36", seed: int | None = 0) -> SimpleHand:
+def create_model(config: str | ModelConfig = DEFAULT_CONFIG, seed: int | None = 0) -> SimpleHand:
     """Build a SimpleHand in eval mode; with `seed` the initial weights are reproducible."""
     cfg = get_config(config) if isinstance(config, str) else config
     if seed is None:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import DEFAULT_CONFIG
 from .errors import UsageError
+from .literals import PRECISIONS, Method, StepStatus, Target
 
 
 def _log(msg: str, quiet: bool) -> None:
@@ -25,37 +29,31 @@ def _log(msg: str, quiet: bool) -> None:
 def _fresh(path: Path, source: Path | None = None) -> bool:
     """Reusable: it and its sidecar exist (atomic writes: never half-written), this toolkit's artifact format
     wrote it, and it is newer than its source."""
-    from .export import ARTIFACT_FORMAT, read_sidecar, sidecar_path
+    from .artifact import OnnxArtifact
+    from .export import ARTIFACT_FORMAT
 
-    if not (path.is_file() and sidecar_path(path).is_file()):
+    art = OnnxArtifact.read_or_none(path)
+    if not path.is_file() or art is None or art.artifact_format != ARTIFACT_FORMAT:
         return False
-    if path.suffix == ".onnx":
-        try:
-            if read_sidecar(path).get("artifact_format") != ARTIFACT_FORMAT:
-                return False
-        except (OSError, ValueError):
-            return False
     return source is None or path.stat().st_mtime_ns >= source.stat().st_mtime_ns
 
 
-def _same_int8_recipe(int8: Path, fp32: Path, method: str, target: str) -> bool:
+def _same_int8_recipe(int8: Path, fp32: Path, method: Method, target: Target) -> bool:
     """The INT8 sidecar records this FP32 source, this method, this target and today's default placement.
 
     An artifact from an older toolkit (another Q/DQ placement) or another --method is rebuilt, not reused.
     """
-    from .export import read_sidecar
+    from .artifact import OnnxArtifact
     from .precision import DEFAULT_PLACEMENT
 
-    try:
-        side, src = read_sidecar(int8), read_sidecar(fp32)
-    except (OSError, ValueError):
+    side, src = OnnxArtifact.read_or_none(int8), OnnxArtifact.read_or_none(fp32)
+    if side is None or src is None or side.int8 is None:
         return False
-    recipe = side.get("int8") or {}
-    return (side.get("source_sha256") == src.get("onnx_sha256") and recipe.get("method") == method
-            and recipe.get("placement") == DEFAULT_PLACEMENT and side.get("int8_target") == target)
+    return (side.source_sha256 == src.onnx_sha256 and side.int8.method == method
+            and side.int8.placement == DEFAULT_PLACEMENT and side.int8_target == target)
 
 
-def int8_targets(trt_version: str | None = None, *, detect: bool = True) -> tuple[str, ...]:
+def int8_targets(trt_version: str | None = None, *, detect: bool = True) -> tuple[Target, ...]:
     """INT8 artifacts `make engine` writes: the one the local TensorRT needs (trt10 for >= 10, trt8 below),
     or both where there is none. `detect` looks the installed TensorRT up when no version is given."""
     if trt_version is None and detect:
@@ -68,66 +66,108 @@ def int8_targets(trt_version: str | None = None, *, detect: bool = True) -> tupl
     return ("trt10",) if int(trt_version.split(".")[0]) >= 10 else ("trt8",)
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """One row of the job's summary: which artifact, what happened to it, where it is, and why."""
+
+    artifact: str
+    status: StepStatus  # built | reused | ready (the calibration set) | skipped | failed
+    path: str = ""
+    note: str = ""
+    hint: str = ""  # how to get what a skipped step needs (printed once under the table)
+
+
+@dataclass(frozen=True)
+class EngineJob:
+    """What `make engine` did: one step per artifact, in order."""
+
+    steps: tuple[StepResult, ...]
+
+    def __iter__(self) -> Iterator[StepResult]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.status == "failed" for s in self.steps)
+
+
 def run_engine_job(
-    config: str = "fastvit_ma36",
+    config: str = DEFAULT_CONFIG,
     checkpoint: str | os.PathLike[str] | None = None,
     freihand: str | os.PathLike[str] | None = None,
     calib_num: int = 64,
     out: str | os.PathLike[str] = "engines",
     calib_dir: str | os.PathLike[str] = "calibration",
-    precisions: tuple[str, ...] = ("fp32", "fp16", "int8"),
-    method: str = "minmax",
+    precisions: tuple[str, ...] = PRECISIONS,
+    method: Method = "minmax",
     profile: tuple[int, int, int] = (1, 8, 64),
     quiet: bool = False,
     tf32: bool = True,
-) -> list[dict[str, Any]]:
-    """Run the whole job; returns one summary row per artifact (what, status, path, why).
+) -> EngineJob:
+    """Run the whole job; returns one summary step per artifact (what, status, path, why).
 
     `tf32=False` builds the TensorRT engines without TensorRT's default TF32 (`engine --no-tf32`).
     """
-    from .calibration import ensure_calibration_set
     from .checkpoint import load_checkpoint
-    from .export import artifact_name, export_onnx
-    from .precision import convert_fp16, quantize_int8
 
-    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
-        raise UsageError(f"unknown precision(s) {bad}: choose from fp32, fp16, int8")
+        raise UsageError(f"unknown precision(s) {bad}: choose from {', '.join(PRECISIONS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
     t0 = time.time()
-
-    name = f"freihand-{calib_num}" if freihand else f"synthetic-{calib_num}"
-    _log(f"[1/4] calibration set calibration/{name} ({'FreiHAND ' + str(freihand) if freihand else 'synthetic'})",
-         quiet)
-    calib = ensure_calibration_set(Path(calib_dir) / name, freihand=freihand, synthetic=freihand is None,
-                                   num=calib_num, seed=0, progress=not quiet)
-    rows.append({"artifact": "calibration set", "status": "ready", "path": str(calib), "note": f"{calib_num} crops"})
-
+    calib, calib_step = _calibration(freihand, calib_num, Path(calib_dir), quiet)
     if checkpoint is None:
         _log(f"[2/4] weights: NONE GIVEN -> seed-initialised {config} weights (NOT a trained model; "
              "pass WEIGHTS=path for real numbers)", quiet)
     else:
         _log(f"[2/4] weights: {checkpoint}", quiet)
     model, info = load_checkpoint(checkpoint, config)
-
-    fp32 = out / artifact_name(info.config, info.short, "fp32")
     _log(f"[3/4] ONNX artifacts in {out}/", quiet)
+    onnx_for, onnx_steps = _onnx_artifacts(model, info, out, calib, precisions, method, quiet)
+    _log("[4/4] TensorRT engines", quiet)
+    engine_steps = _engines(onnx_for, precisions, profile, out, quiet, tf32=tf32)
+    _log(f"done in {time.time() - t0:.0f} s", quiet)
+    return EngineJob((calib_step, *onnx_steps, *engine_steps))
+
+
+def _calibration(freihand: str | os.PathLike[str] | None, num: int, calib_dir: Path,
+                 quiet: bool) -> tuple[Path, StepResult]:
+    from .calibration import ensure_calibration_set
+
+    name = f"freihand-{num}" if freihand else f"synthetic-{num}"
+    _log(f"[1/4] calibration set calibration/{name} ({'FreiHAND ' + str(freihand) if freihand else 'synthetic'})",
+         quiet)
+    calib = ensure_calibration_set(calib_dir / name, freihand=freihand, synthetic=freihand is None, num=num, seed=0,
+                                   progress=not quiet)
+    return calib, StepResult("calibration set", "ready", str(calib), f"{num} crops")
+
+
+def _onnx_artifacts(model: Any, info: Any, out: Path, calib: Path, precisions: tuple[str, ...], method: Method,
+                    quiet: bool) -> tuple[dict[str, Path], list[StepResult]]:
+    """FP32 export, FP16 and INT8 (per TensorRT target) graphs, each reused when still valid."""
+    from .export import artifact_name, export_onnx
+    from .precision import convert_fp16, quantize_int8
+
+    steps: list[StepResult] = []
+    fp32 = out / artifact_name(info.config, info.short, "fp32")
     # The file name carries config + weights hash, so an existing artifact with its sidecar is the same export.
     if _fresh(fp32):
-        rows.append({"artifact": "ONNX fp32", "status": "reused", "path": str(fp32), "note": ""})
+        steps.append(StepResult("ONNX fp32", "reused", str(fp32)))
     else:
         export_onnx(model, fp32, info=info, progress=not quiet)
-        rows.append({"artifact": "ONNX fp32", "status": "built", "path": str(fp32), "note": "parity-checked in ORT"})
+        steps.append(StepResult("ONNX fp32", "built", str(fp32), "parity-checked in ORT"))
     onnx_for = {"fp32": fp32}
     if "fp16" in precisions:
         fp16 = onnx_for["fp16"] = out / artifact_name(info.config, info.short, "fp16")
-        status = "reused"
+        status: StepStatus = "reused"
         if not _fresh(fp16, fp32):
             convert_fp16(fp32, fp16)
             status = "built"
-        rows.append({"artifact": "ONNX fp16", "status": status, "path": str(fp16), "note": "FP32 island"})
+        steps.append(StepResult("ONNX fp16", status, str(fp16), "FP32 island"))
     if "int8" in precisions:
         for target in int8_targets():
             int8 = out / artifact_name(info.config, info.short, "int8", target)
@@ -138,16 +178,12 @@ def run_engine_job(
                 quantize_int8(fp32, calib, int8, method=method, target=target, progress=not quiet)
                 status = "built"
             note = f"Q/DQ, {method}, " + ("FP16 remainder, opset 19" if target == "trt10" else "FP32 scales, opset 17")
-            rows.append({"artifact": f"ONNX int8 {target}", "status": status, "path": str(int8), "note": note})
-
-    _log("[4/4] TensorRT engines", quiet)
-    rows.extend(_engines(onnx_for, precisions, profile, out, quiet, tf32=tf32))
-    _log(f"done in {time.time() - t0:.0f} s", quiet)
-    return rows
+            steps.append(StepResult(f"ONNX int8 {target}", status, str(int8), note))
+    return onnx_for, steps
 
 
 def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tuple[int, int, int], out: Path,
-             quiet: bool, tf32: bool = True) -> list[dict[str, Any]]:
+             quiet: bool, tf32: bool = True) -> list[StepResult]:
     from ._deps import INSTALL_HINTS, tensorrt_or_none
 
     trt = tensorrt_or_none()
@@ -161,11 +197,10 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
             cuda_device()
         except UsageError as exc:
             reason, hint = "no CUDA device", str(exc)
-    rows = []
+    steps = []
     for precision in precisions:
         if reason:
-            rows.append({"artifact": f"TensorRT {precision}", "status": "skipped", "path": "", "note": reason,
-                         "hint": hint})
+            steps.append(StepResult(f"TensorRT {precision}", "skipped", note=reason, hint=hint))
             continue
         from .trt.build import build_engine, trt_major
 
@@ -176,20 +211,20 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
         _log(f"      building TensorRT {precision} from {src.name} (minutes on a GPU; cached by content key)", quiet)
         try:
             art = build_engine(src, precision=precision, profile=profile, out_dir=out, tf32=tf32)
-            rows.append({"artifact": f"TensorRT {precision}", "status": "reused" if art.cached else "built",
-                         "path": str(art.plan), "note": f"TensorRT {trt.__version__}, {art.seconds:.0f} s"})
+            steps.append(StepResult(f"TensorRT {precision}", "reused" if art.cached else "built", str(art.plan),
+                                    f"TensorRT {trt.__version__}, {art.seconds:.0f} s"))
         except Exception as exc:  # one failed precision must not hide the others
-            rows.append({"artifact": f"TensorRT {precision}", "status": "failed", "path": "",
-                         "note": f"{type(exc).__name__}: {str(exc)[:200]}"})
-    return rows
+            steps.append(StepResult(f"TensorRT {precision}", "failed", note=f"{type(exc).__name__}: {str(exc)[:200]}"))
+    return steps
 
 
-def summary_table(rows: list[dict[str, Any]]) -> Any:
+def summary_table(steps: Iterable[StepResult]) -> Any:
     """Rich table of every artifact; the why of a skip is printed once, under the table."""
     from rich.markup import escape
     from rich.table import Table
 
-    hints = dict.fromkeys(r["hint"] for r in rows if r.get("hint"))
+    steps = list(steps)
+    hints = dict.fromkeys(s.hint for s in steps if s.hint)
     caption = "skipped: " + " ".join(hints) if hints else None
     table = Table(title="make engine: summary", caption=escape(caption) if caption else None, caption_justify="left")
     table.add_column("artifact", no_wrap=True)
@@ -197,7 +232,7 @@ def summary_table(rows: list[dict[str, Any]]) -> Any:
     table.add_column("path", overflow="fold")
     table.add_column("note")
     colours = {"built": "green", "reused": "cyan", "ready": "cyan", "skipped": "yellow", "failed": "red"}
-    for r in rows:
-        status = f"[{colours.get(r['status'], 'white')}]{r['status']}[/]"
-        table.add_row(escape(r["artifact"]), status, escape(r["path"]), escape(r["note"]))
+    for s in steps:
+        status = f"[{colours.get(s.status, 'white')}]{s.status}[/]"
+        table.add_row(escape(s.artifact), status, escape(s.path), escape(s.note))
     return table

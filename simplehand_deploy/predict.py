@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import IMAGE_SIZE
+from .config import DEFAULT_CONFIG, IMAGE_SIZE
 from .errors import UsageError
 from .fileio import atomic_path
 
@@ -52,7 +52,7 @@ def predict_file(
     output: str | os.PathLike[str],
     *,
     checkpoint: str | os.PathLike[str] | None = None,
-    config: str = "fastvit_ma36",
+    config: str = DEFAULT_CONFIG,
     fused: bool = False,
     mano: str | os.PathLike[str] | None = None,
     regressor: str | os.PathLike[str] | None = None,

@@ -17,7 +17,6 @@ import csv
 import os
 import signal
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
+from .fileio import utc_now
 
 LOSS_WEIGHTS = {"uv": 1.0, "joints": 10.0, "vertices": 10.0}
 
@@ -143,20 +143,14 @@ def _batch(crops: Any, step: int, rank: int, batch_size: int, seed: int, device:
 
 def train(cfg: TrainConfig) -> Path:
     """Run (or resume) training; returns the path of `last.pt`."""
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import save_checkpoint
     from .config import get_config
     from .data.augment import TrainCrops
     from .model import create_model
 
     get_config(cfg.config) if not cfg.resume else None
     out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"--out {out}: not writable ({exc.strerror})") from None
+    _check_writable(out)
     rank, world = _dist()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dataset, reg = _dataset(cfg, out, rank)
@@ -180,26 +174,7 @@ def train(cfg: TrainConfig) -> Path:
     start = 0
     last = out / "last.pt"
     if cfg.resume:
-        if not last.is_file():
-            raise UsageError(f"--resume: no {last} to resume from")
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        before = state.get("train_config", {})
-        if before.get("config", cfg.config) != cfg.config:
-            raise UsageError(f"--resume: {last} was trained with --config {before['config']}, not {cfg.config}")
-        changed = [k for k in ("seed", "batch_size", "steps", "epochs", "lr", "synthetic_num", "freihand", "rotation")
-                   if k in before and before[k] != getattr(cfg, k)]
-        if changed and rank == 0:
-            print(f"note: --resume with changed {', '.join(changed)}: the run continues, but will not equal an "
-                  "uninterrupted one", file=sys.stderr)
-        resumed, _ = load_checkpoint(last)
-        model.load_state_dict(resumed.state_dict())
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        start = int(state["step"])
-        if start >= total:
-            print(f"note: {last} is already at step {start} >= {total}", file=sys.stderr)
+        start = _resume(cfg, last, model, opt, sched, scaler, rank, total)
     net: torch.nn.Module = model
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[0] if device == "cuda" else None)
@@ -215,7 +190,7 @@ def train(cfg: TrainConfig) -> Path:
             save_checkpoint(out / name, model, step=step, extra={
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                 "rng": rngs, "train_config": asdict(cfg), "world_size": world,
-                "provenance": {"tool": "simplehand-deploy train", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+                "provenance": {"tool": "simplehand-deploy train", "time": utc_now()}})
 
     log_path = out / "log.csv"
     interrupted = False
@@ -230,16 +205,7 @@ def train(cfg: TrainConfig) -> Path:
     try:
         for step in bar.iterate(range(start, total)):
             batch = _batch(crops, step, rank, cfg.batch_size, cfg.seed, device)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device == "cuda"):
-                uv, vertices = net(batch["image"])
-            parts = losses(uv.float(), vertices.float(), batch, reg_t)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(parts["total"]).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
+            parts = _step(net, model, batch, reg_t, opt, sched, scaler, device)
             if rank == 0 and (step % cfg.log_every == 0 or step == total - 1):
                 bar.loss = _log(log_path, step, parts, float(sched.get_last_lr()[0]))
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
@@ -270,6 +236,60 @@ def train(cfg: TrainConfig) -> Path:
     if world > 1:
         torch.distributed.barrier()
     return last
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {out}: not writable ({exc.strerror})") from None
+
+
+def _resume(cfg: TrainConfig, last: Path, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any, rank: int,
+            total: int) -> int:
+    """Restore weights, optimiser, schedule, scaler and RNG from `last`; returns the step to continue from."""
+    from .checkpoint import load_checkpoint
+
+    if not last.is_file():
+        raise UsageError(f"--resume: no {last} to resume from")
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    before = state.get("train_config", {})
+    if before.get("config", cfg.config) != cfg.config:
+        raise UsageError(f"--resume: {last} was trained with --config {before['config']}, not {cfg.config}")
+    changed = [k for k in ("seed", "batch_size", "steps", "epochs", "lr", "synthetic_num", "freihand", "rotation")
+               if k in before and before[k] != getattr(cfg, k)]
+    if changed and rank == 0:
+        print(f"note: --resume with changed {', '.join(changed)}: the run continues, but will not equal an "
+              "uninterrupted one", file=sys.stderr)
+    resumed, _ = load_checkpoint(last)
+    model.load_state_dict(resumed.state_dict())
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+    start = int(state["step"])
+    if start >= total:
+        print(f"note: {last} is already at step {start} >= {total}", file=sys.stderr)
+    return start
+
+
+def _step(net: torch.nn.Module, model: torch.nn.Module, batch: dict[str, torch.Tensor], reg: torch.Tensor | None,
+          opt: Any, sched: Any, scaler: Any, device: str) -> dict[str, torch.Tensor]:
+    """One optimiser step (mixed precision on CUDA, gradient clipping at 1.0); returns the loss parts."""
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device == "cuda"):
+        uv, vertices = net(batch["image"])
+    parts = losses(uv.float(), vertices.float(), batch, reg)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(parts["total"]).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return parts
 
 
 class _LossBar:

@@ -238,3 +238,12 @@ def validate_config(text: str) -> Any:
         return text_format.Parse(text, pb2.ModelConfig())
     except text_format.ParseError as exc:
         raise UsageError(f"config.pbtxt does not parse as Triton ModelConfig: {exc}") from None
+
+
+def validate_repository(model_dir: Path) -> bool:
+    """Check `<model_dir>/config.pbtxt` against Triton's schema when tritonclient is installed (False: it is not,
+    nothing checked); UsageError when the text does not parse."""
+    if importlib.util.find_spec("tritonclient") is None:
+        return False
+    validate_config((model_dir / "config.pbtxt").read_text())
+    return True

@@ -111,10 +111,10 @@ def trained_engines(trained_tiny: Path, held_out: Path, tmp_path_factory: pytest
     rows = run_engine_job(config="tiny", checkpoint=trained_tiny, calib_num=8, out=root / "engines",
                           calib_dir=root / "calibration", quiet=True)
     # "ONNX fp32" -> fp32, "ONNX int8 trt10" -> int8-trt10; "int8": the artifact TensorRT here would build from
-    out = {r["artifact"].removeprefix("ONNX ").replace(" ", "-"): Path(r["path"]) for r in rows
-           if r["artifact"].startswith("ONNX")}
+    out = {r.artifact.removeprefix("ONNX ").replace(" ", "-"): Path(r.path) for r in rows
+           if r.artifact.startswith("ONNX")}
     out["int8"] = out[f"int8-{int8_targets()[0]}"]
-    out["calib"] = Path(next(r["path"] for r in rows if r["artifact"] == "calibration set"))
+    out["calib"] = Path(next(r.path for r in rows if r.artifact == "calibration set"))
     out["held_out"] = held_out
     out["checkpoint"] = trained_tiny
     return out

@@ -27,7 +27,7 @@ def job(tmp_path_factory):
 def test_engine_job_leaves_onnx_artifacts_with_sidecars(job):
     """Without TensorRT both INT8 targets are written: trt10 (TensorRT >= 10) and trt8 (TensorRT 8.6)."""
     root, rows = job
-    assert [r["status"] for r in rows if r["artifact"].startswith("ONNX")] == ["built"] * 4
+    assert [r.status for r in rows if r.artifact.startswith("ONNX")] == ["built"] * 4
     for name, precision, opset in (("fp32", "fp32", 17), ("fp16", "fp16", 17), ("int8-trt10", "int8", 19),
                                    ("int8-trt8", "int8", 17)):
         onnx = root / "engines" / f"simplehand-tiny-seed0-{name}.onnx"
@@ -44,9 +44,9 @@ def test_engine_job_leaves_onnx_artifacts_with_sidecars(job):
 @pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
 def test_engine_job_says_why_engines_were_skipped(job):
     _, rows = job
-    skipped = [r for r in rows if r["artifact"].startswith("TensorRT")]
-    assert len(skipped) == 3 and all(r["status"] == "skipped" for r in skipped)
-    assert all("TensorRT is not installed" in r["note"] and "python3-libnvinfer" in r["hint"] for r in skipped)
+    skipped = [r for r in rows if r.artifact.startswith("TensorRT")]
+    assert len(skipped) == 3 and all(r.status == "skipped" for r in skipped)
+    assert all("TensorRT is not installed" in r.note and "python3-libnvinfer" in r.hint for r in skipped)
 
 
 @pytest.mark.skipif(not NO_TRT, reason="TensorRT is installed here")
@@ -69,7 +69,7 @@ def test_engine_job_reuses_artifacts(job):
 
     root, _ = job
     rows = run_engine_job(config="tiny", calib_num=6, out=root / "engines", calib_dir=root / "calibration", quiet=True)
-    assert {r["status"] for r in rows if r["artifact"].startswith("ONNX")} == {"reused"}
+    assert {r.status for r in rows if r.artifact.startswith("ONNX")} == {"reused"}
 
 
 def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
@@ -90,7 +90,7 @@ def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
 
     def int8_status(**extra):
         rows = run_engine_job(**kw, **extra)
-        return next(r["status"] for r in rows if r["artifact"] == "ONNX int8 trt10")
+        return next(r.status for r in rows if r.artifact == "ONNX int8 trt10")
 
     side = work / "engines" / "simplehand-tiny-seed0-int8-trt10.json"
     meta = json.loads(side.read_text())
@@ -109,7 +109,7 @@ def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
     meta["artifact_format"] = 1  # written by an older toolkit: the whole chain is rebuilt
     fp32_side.write_text(json.dumps(meta))
     rows = run_engine_job(**kw, method="percentile")
-    assert {r["status"] for r in rows if r["artifact"].startswith("ONNX")} == {"built"}
+    assert {r.status for r in rows if r.artifact.startswith("ONNX")} == {"built"}
 
 
 def test_artifacts_run_in_onnxruntime(job):

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from teeth import assert_discriminates
 
+from simplehand_deploy.artifact import OnnxArtifact
 from simplehand_deploy.cli import _run, deploy
 from simplehand_deploy.errors import UsageError
 from simplehand_deploy.export import artifact_name, export_onnx, graph_problems, load_onnx
@@ -72,7 +73,8 @@ def test_fastvit_ma36_export_reproduces_official_fixture(tmp_path, parity_checkp
     from simplehand_deploy.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(parity_checkpoint, "fastvit_ma36")
-    path = export_onnx(model, tmp_path / artifact_name("fastvit_ma36", info.short, "fp32"), info=info, progress=False)
+    art = export_onnx(model, tmp_path / artifact_name("fastvit_ma36", info.short, "fp32"), info=info, progress=False)
+    path = art.path
     x = np.load(fixtures_dir / "parity" / "input.npy")
     exp_uv = np.load(fixtures_dir / "parity" / "expected_uv.npy").reshape(2, 21, 2)
     exp_v = np.load(fixtures_dir / "parity" / "expected_vertices.npy")
@@ -83,7 +85,7 @@ def test_fastvit_ma36_export_reproduces_official_fixture(tmp_path, parity_checkp
         assert_discriminates(exp_v, 1e-4)
         np.testing.assert_allclose(out["vertices"], exp_v[idx], atol=1e-4, rtol=0)
         np.testing.assert_allclose(out["uv"], exp_uv[idx], atol=1e-5, rtol=0)
-    assert json.loads(path.with_suffix(".json").read_text())["weights_sha256"] == info.sha256
+    assert OnnxArtifact.read(path) == art and art.extra["weights_sha256"] == info.sha256  # returns what it wrote
 
 
 def test_bad_inputs(tmp_path, capsys):
@@ -103,11 +105,13 @@ def test_dynamo_export_is_brought_down_to_opset_17(tmp_path, trained_tiny, held_
     from simplehand_deploy.checkpoint import load_checkpoint
 
     trained, info = load_checkpoint(trained_tiny)
-    path = export_onnx(trained, tmp_path / "dyn.onnx", info=info, dynamo=True, progress=False)
+    art = export_onnx(trained, tmp_path / "dyn.onnx", info=info, dynamo=True, progress=False)
+    path = art.path
+    assert OnnxArtifact.read(path) == art  # the value export returns is the one it wrote
     model = onnx.load(path)
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
     assert graph_problems(model) == []
-    side = json.loads(path.with_suffix(".json").read_text())
+    side = json.loads(art.sidecar.read_text())
     assert side["exporter"] == "dynamo" and side["exporter_opset"] >= 17 and side["parity_max_abs"]["vertices"] < 1e-4
     x = np.load(held_out / "images.npy")[:3]
     _, v = _torch_outputs(trained_tiny, x)

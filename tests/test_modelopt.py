@@ -27,7 +27,7 @@ def graphs(tmp_path_factory):
     from simplehand_deploy.model import create_model
 
     root = tmp_path_factory.mktemp("modelopt")
-    fp32 = export_onnx(create_model("tiny", seed=0), root / "t-fp32.onnx", progress=False)
+    fp32 = export_onnx(create_model("tiny", seed=0), root / "t-fp32.onnx", progress=False).path
     calib = build_calibration_set(root / "cal", synthetic=True, num=6, seed=3, progress=False)
     return {"root": root, "fp32": fp32, "calib": calib}
 
@@ -129,7 +129,7 @@ def test_modelopt_fp32_remainder_and_entropy(graphs):
     import onnx
 
     out = mo.quantize_modelopt(graphs["fp32"], graphs["calib"], graphs["root"] / "t-mo-fp32.onnx", method="entropy",
-                               high_precision="fp32", calibration_eps=["cpu"], progress=False)
+                               high_precision="fp32", calibration_eps=["cpu"], progress=False).path
     model = onnx.load(str(out))
     assert not any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     side = json.loads(out.with_suffix(".json").read_text())["int8"]

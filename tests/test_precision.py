@@ -21,11 +21,11 @@ def arts(tmp_path_factory):
     from simplehand_deploy.calibration import build_calibration_set
 
     root = tmp_path_factory.mktemp("prec")
-    fp32 = export_onnx(create_model("tiny", seed=0), root / "m-fp32.onnx", progress=False)
+    fp32 = export_onnx(create_model("tiny", seed=0), root / "m-fp32.onnx", progress=False).path
     calib = build_calibration_set(root / "cal", synthetic=True, num=8, seed=1, progress=False)
-    fp16 = convert_fp16(fp32, root / "m-fp16.onnx")
-    int8 = quantize_int8(fp32, calib, root / "m-int8.onnx", progress=False, target="trt8")
-    trt10 = quantize_int8(fp32, calib, root / "m-int8-trt10.onnx", progress=False)  # the default target
+    fp16 = convert_fp16(fp32, root / "m-fp16.onnx").path
+    int8 = quantize_int8(fp32, calib, root / "m-int8.onnx", progress=False, target="trt8").path
+    trt10 = quantize_int8(fp32, calib, root / "m-int8-trt10.onnx", progress=False).path  # the default target
     return {"fp32": fp32, "fp16": fp16, "int8": int8, "trt10": trt10, "calib": calib, "root": root}
 
 
@@ -147,7 +147,7 @@ def test_sensitivity_repair_meets_budget_on_held_out_crops(arts, calib16, tmp_pa
     assert rep["checked_on"]["crops"] == 8 and rep["checked_on"]["calibration_crops"] == 8
     assert "held out" in rep["checked_on"]["note"] and side["calibration"]["used"] == 8
     out = quantize_int8(arts["fp32"], calib16, tmp_path / "r.onnx", max_drift_mm=1.0, progress=False,
-                        placement="all", target="trt8")
+                        placement="all", target="trt8").path
     rep = json.loads((tmp_path / "r.json").read_text())["int8"]["sensitivity_repair"]
     assert rep["drift_all_quantised_mm"] > 1.0  # untrained tiny, every layer INT8: over budget ...
     assert rep["met"] and rep["final_drift_mm"] <= 1.0 and rep["excluded_groups"]  # ... repair brings it under
@@ -189,7 +189,7 @@ def test_exclude_by_op_type_and_unknown_name(arts, tmp_path, capsys):
                    for n in mm), model
 
     assert dq_matmuls(arts["int8"])[0] > 0  # by default MatMuls are quantised ...
-    out = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "nomm.onnx", exclude=["MatMul"], progress=False)
+    out = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "nomm.onnx", exclude=["MatMul"], progress=False).path
     count, model = dq_matmuls(out)
     assert count == 0  # ... and --exclude MatMul keeps every one of them float
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # convs still quantised
@@ -208,7 +208,7 @@ def test_entropy_is_not_minmax(arts, tmp_path):
                          if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1])
 
     ent = quantize_int8(arts["fp32"], arts["calib"], tmp_path / "e.onnx", method="entropy", progress=False,
-                        target="trt8")
+                        target="trt8").path
     mm, es = scales(arts["int8"]), scales(ent)
     assert mm.shape == es.shape and (es < mm - 1e-9).sum() > len(mm) // 4  # entropy clips: many smaller scales
     assert (es <= mm * (1 + 1e-6)).all()  # and never widens the range

@@ -25,12 +25,12 @@ def drift_rows(tmp_path_factory, trained_tiny):
     model, info = load_checkpoint(trained_tiny)
     calib = build_calibration_set(w / "calib", synthetic=True, num=32, seed=1, progress=False)
     held_out = build_calibration_set(w / "heldout", synthetic=True, num=32, seed=777, progress=False)
-    fp32 = export_onnx(model, w / "fp32.onnx", info=info, progress=False)
+    fp32 = export_onnx(model, w / "fp32.onnx", info=info, progress=False).path
     graphs = {
         "fp32": fp32,
-        "fp16": convert_fp16(fp32, w / "fp16.onnx"),
-        "int8": quantize_int8(fp32, calib, w / "int8.onnx", progress=False),
-        "int8-all": quantize_int8(fp32, calib, w / "int8-all.onnx", placement="all", progress=False),
+        "fp16": convert_fp16(fp32, w / "fp16.onnx").path,
+        "int8": quantize_int8(fp32, calib, w / "int8.onnx", progress=False).path,
+        "int8-all": quantize_int8(fp32, calib, w / "int8-all.onnx", placement="all", progress=False).path,
     }
     df = measure_drift(list(graphs.values()), held_out, model=model)
     with torch.no_grad():

@@ -20,8 +20,8 @@ def artifacts(tmp_path_factory, trained_tiny):
     root = tmp_path_factory.mktemp("gpu")
     rows = run_engine_job(config="tiny", checkpoint=trained_tiny, calib_num=16, out=root / "engines",
                           calib_dir=root / "calibration", quiet=True, profile=(1, 8, 64))
-    onnx = {r["artifact"].removeprefix("ONNX ").replace(" ", "-"): Path(r["path"]) for r in rows
-            if r["artifact"].startswith("ONNX")}
+    onnx = {r.artifact.removeprefix("ONNX ").replace(" ", "-"): Path(r.path) for r in rows
+            if r.artifact.startswith("ONNX")}
     onnx["int8"] = onnx[f"int8-{int8_targets()[0]}"]  # the INT8 artifact the job builds this TensorRT's engine from
     return root, onnx
 
@@ -84,7 +84,7 @@ def ma36_plan(tmp_path_factory):
     root = tmp_path_factory.mktemp("ma36")
     model, info = load_checkpoint(None, "fastvit_ma36")
     onnx = export_onnx(model, root / "simplehand-fastvit_ma36-seed0-fp32.onnx", info=info, parity=False,
-                       progress=False)
+                       progress=False).path
     return build_engine(onnx, precision="fp32", profile=(1, 8, 8), out_dir=root / "engines").plan
 
 

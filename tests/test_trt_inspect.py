@@ -159,11 +159,11 @@ def test_no_tf32_reaches_the_builder(monkeypatch, tmp_path):
 
     def fake_build(onnx, **kw):
         seen["build"] = kw["tf32"]
-        return build.EngineArtifact(tmp_path / "k.plan", tmp_path / "k.json", "k", True, 0.0)
+        return build.EngineArtifact(tmp_path / "k.plan", key="k", cached=True)
 
     def fake_job(**kw):
         seen["engine"] = kw["tf32"]
-        return []
+        return pipeline.EngineJob(())
 
     monkeypatch.setattr(build, "build_engine", fake_build)
     monkeypatch.setattr(pipeline, "run_engine_job", fake_job)

@@ -12,15 +12,15 @@ command accepts the same spellings.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, utc_now
 
 if TYPE_CHECKING:
     import polars as pl
@@ -70,6 +70,13 @@ def latest_run(root: Path, slug: str | None = None) -> Path:
 
 def baseline_path(slug: str, directory: Path = DEFAULT_BASELINE_DIR) -> Path:
     return Path(directory) / f"{slug}.json"
+
+
+def device_slug(df: pl.DataFrame) -> str | None:
+    """The device a results frame was measured on (its first row's slug); None without one."""
+    if "device_slug" not in df.columns or df.height == 0:
+        return None
+    return str(df["device_slug"][0]) or None
 
 
 def _frame_slug(df: pl.DataFrame) -> str:
@@ -211,7 +218,7 @@ def write_baseline(results: pl.DataFrame, out_dir: Path = DEFAULT_BASELINE_DIR, 
         "version": BASELINE_VERSION,
         "device_slug": slug,
         "device_name": str(first.get("device_name") or ""),
-        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_now(),
         "source": source,
         "env": {c: first.get(c) for c in env_cols},
         # per-iteration samples only in the .parquet: the JSON is reviewed in pull requests
@@ -223,3 +230,29 @@ def write_baseline(results: pl.DataFrame, out_dir: Path = DEFAULT_BASELINE_DIR, 
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1, default=str, allow_nan=False) + "\n")
     return json_path
+
+
+@dataclass(frozen=True)
+class Gate:
+    """`simplehand-bench regress`: the report and which files were compared."""
+
+    report: Any
+    baseline: Path
+    current: Path
+
+
+def gate(baseline: Path, current: Path, *, latency_tol: str | float = "10%", drift_tol_mm: float = 0.05,
+         allow_env_change: bool = False, device: str | None = None, junit: Path | None = None,
+         markdown: Path | None = None) -> Gate:
+    """Load both sides (the baseline for the current run's device), compare, write JUnit / markdown if asked."""
+    from .regress import compare, parse_tolerance, to_junit, to_markdown
+
+    tol = parse_tolerance(latency_tol)
+    cur_df, cur_path = load_frame(current, slug=device, label="--current")
+    base_df, base_path = load_frame(baseline, slug=device or device_slug(cur_df), label="--baseline")
+    report = compare(base_df, cur_df, latency_tol=tol, drift_tol_mm=drift_tol_mm, allow_env_change=allow_env_change)
+    for path, write in ((junit, to_junit), (markdown, to_markdown)):
+        if path is not None:
+            with atomic_path(path) as tmp:
+                tmp.write_text(write(report))
+    return Gate(report, base_path, cur_path)

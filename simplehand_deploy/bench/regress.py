@@ -557,3 +557,4 @@ def to_junit(report: RegressionReport, suite_name: str = "simplehand-regress") -
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+

@@ -76,15 +76,22 @@ def to_markdown(df: pl.DataFrame, columns: list[str] | None = None) -> str:
                                    "latency_p99_ms", "latency_cov", "throughput_img_s", "speedup_vs_eager",
                                    "vertex_drift_mean_mm", "vertex_drift_max_mm", "uv_drift_mean_px", "pa_mpvpe_mm")
                        if c in df.columns and df[c].null_count() < len(df)]
-    head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-
-    def fmt(v: Any) -> str:
-        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
     def cell(v: Any) -> str:
-        return fmt(v).replace("|", "\\|")
+        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    return head + "".join("| " + " | ".join(cell(r[c]) for c in cols) + " |\n" for r in df.iter_rows(named=True))
+    return markdown_table(pl.DataFrame({c: [cell(v) for v in df[c].to_list()] for c in cols}, schema=dict.fromkeys(
+        cols, pl.Utf8)))
+
+
+def markdown_table(cells: pl.DataFrame) -> str:
+    """A frame of display strings as a markdown table (polars' own layout; `|` inside a cell escaped)."""
+    if not cells.columns:
+        return ""
+    escaped = cells.with_columns(pl.col(c).str.replace_all("|", "\\|", literal=True) for c in cells.columns)
+    with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
+                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=10_000, tbl_width_chars=65_000):
+        return str(escaped) + "\n"
 
 
 def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[str, Any] | None = None) -> Path:

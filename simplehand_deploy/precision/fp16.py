@@ -9,15 +9,15 @@ one way everywhere.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
-from ..fileio import atomic_path, sha256_file, write_json_atomic
+from ..artifact import Fp16Recipe, OnnxArtifact
+from ..export import ARTIFACT_FORMAT, load_onnx
+from ..fileio import atomic_path, sha256_file
 from .graph import sensitive_nodes
 
 FP16_BLOCK_OPS = ("LayerNormalization", "Softmax", "GridSample")
@@ -135,8 +135,9 @@ def convert_fp16(
     *,
     blocklist: Sequence[str] | None = None,
     progress: bool = False,
-) -> Path:
-    """FP16 graph with FP32 inputs/outputs and an FP32 island (op types or node names in `blocklist`).
+) -> OnnxArtifact:
+    """FP16 graph with FP32 inputs/outputs and an FP32 island (op types or node names in `blocklist`); returns
+    the artifact written.
 
     Written directly rather than with onnxconverter-common, whose output for this model does not
     load (Cast nodes left at FLOAT inside the FP16 region; graph outputs read internally wired to the
@@ -154,10 +155,7 @@ def convert_fp16(
         from ..ort import make_session
 
         make_session(tmp)  # load check (default options): a graph ORT cannot load is never written
-    meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "fp16", "source_onnx": str(src),
-            "source_sha256": sha256_file(src),
-            "fp16": {"fp32_op_types": sorted(block & set(FP16_BLOCK_OPS) | {b for b in block if "/" not in b}),
-                     "fp32_nodes": sorted(fp32_nodes), "io": "float32"},
-            "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(sidecar_path(out), meta)
-    return out
+    recipe = Fp16Recipe(fp32_op_types=tuple(sorted(block & set(FP16_BLOCK_OPS) | {b for b in block if "/" not in b})),
+                        fp32_nodes=tuple(sorted(fp32_nodes)), io="float32")
+    return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="fp16", fp16=recipe,
+                                           onnx_sha256=sha256_file(out)).write()

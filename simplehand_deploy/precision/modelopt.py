@@ -25,13 +25,13 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..artifact import Int8Recipe, OnnxArtifact
 from ..errors import UsageError, VerificationError
-from ..export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
-from ..fileio import atomic_path, sha256_file, write_json_atomic
+from ..export import ARTIFACT_FORMAT, load_onnx
+from ..fileio import atomic_path, sha256_file
 from .graph import resolve_exclude
 from .macs import int8_mac_share, qdq_count
 
@@ -141,8 +141,9 @@ def quantize_modelopt(
     calibration_eps: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     progress: bool = True,
-) -> Path:
-    """Q/DQ INT8 graph made by ModelOpt's ONNX PTQ on our calibration crops; sidecar like ours.
+) -> OnnxArtifact:
+    """Q/DQ INT8 graph made by ModelOpt's ONNX PTQ on our calibration crops; sidecar like ours; returns the
+    artifact written.
 
     `high_precision` is the remainder's type (None: follows the target, FP16 for trt10); `exclude` = node
     names kept float (ModelOpt's own placement otherwise).
@@ -183,18 +184,15 @@ def quantize_modelopt(
             tmp.write_bytes(produced.read_bytes())
             make_session(tmp)  # load check in our ONNX Runtime: a graph it cannot load is never written
             quantised = load_onnx(tmp)
-    meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
-            "source_sha256": sha256_file(src), "int8_target": target,
-            "opset": max((o.version for o in quantised.opset_import if o.domain in ("", "ai.onnx")), default=None),
-            "int8": {"quantizer": "modelopt.onnx.quantization", "format": "QDQ", "method": method,
-                     "modelopt_method": mo_method, "placement": "modelopt", "target": target,
-                     "high_precision_dtype": high, "remainder": high, "calibration_eps": eps,
-                     "int8_mac_share": int8_mac_share(quantised), "qdq_nodes": qdq_count(quantised),
-                     "versions": versions, "excluded_nodes": exclude, "seconds": round(seconds, 2),
-                     "calibration": {"path": str(cal.path), "num": len(images), "fingerprint": cal.fingerprint}},
-            "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(sidecar_path(out), meta)
-    return out
+    recipe = Int8Recipe(
+        quantizer="modelopt.onnx.quantization", method=method, modelopt_method=mo_method, placement="modelopt",
+        target=target, high_precision_dtype=high, int8_mac_share=int8_mac_share(quantised),
+        qdq_nodes=qdq_count(quantised), versions=versions, excluded_nodes=tuple(exclude),
+        calibration={"path": str(cal.path), "num": len(images), "fingerprint": cal.fingerprint},
+        extra={"format": "QDQ", "remainder": high, "calibration_eps": eps, "seconds": round(seconds, 2)})
+    opset = max((o.version for o in quantised.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="int8", opset=opset,
+                                           int8_target=target, int8=recipe, onnx_sha256=sha256_file(out)).write()
 
 
 def modelopt_available() -> tuple[bool, str]:
@@ -205,11 +203,3 @@ def modelopt_available() -> tuple[bool, str]:
     except UsageError as exc:
         return False, str(exc)
     return True, str(venv)
-
-
-def describe(meta: dict[str, Any]) -> str:
-    side = meta.get("int8", {})
-    share = side.get("int8_mac_share")
-    return (f"ModelOpt {side.get('versions', {}).get('nvidia-modelopt', '?')} {side.get('modelopt_method')}, "
-            f"{side.get('high_precision_dtype')} remainder, {side.get('qdq_nodes')} Q/DQ nodes"
-            + (f", {share:.1%} of weighted-layer MACs in INT8" if share is not None else ""))

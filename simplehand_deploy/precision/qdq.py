@@ -10,30 +10,33 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..artifact import Int8Recipe, OnnxArtifact, SensitivityRepair
 from ..errors import UsageError
-from ..export import ARTIFACT_FORMAT, load_onnx, read_sidecar, sidecar_path
-from ..fileio import atomic_path, sha256_file, write_json_atomic
-from ..literals import METHODS, PLACEMENTS, TARGETS
+from ..export import ARTIFACT_FORMAT, load_onnx
+from ..fileio import atomic_path, sha256_file
+from ..literals import METHODS, PLACEMENTS, TARGETS, Method, Placement, Quantizer, Target
 from .fp16 import FP16_BLOCK_OPS, island, to_fp16
 from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
 from .macs import int8_mac_share, qdq_count
 
+# Calibration methods: METHODS (literals.Method).
 # Where Q/DQ goes. `dense`: the backbone's dense convolutions and matmuls and the deconvolution (on
 # fastvit_ma36 95% of the weighted-layer MACs), with depthwise convolutions and the token
 # regressor after grid sampling kept float. `all`: every weighted layer outside the always-float parts.
-DEFAULT_PLACEMENT = "dense"
+# (PLACEMENTS, literals.Placement)
+DEFAULT_PLACEMENT: Placement = "dense"
 # What the artifact is for. `trt10`: TensorRT >= 10 builds strongly typed, so a DequantizeLinear's output
 # takes its scale's type: FP16 scales (opset 19) make everything outside the quantised layers and the
 # FP32 island FP16, as TensorRT runs it. `trt8`: FP32 scales at opset 17 for TensorRT 8.6, whose
 # builder flags pick the precision of the rest.
-DEFAULT_TARGET = "trt10"
+# (TARGETS, literals.Target)
+DEFAULT_TARGET: Target = "trt10"
 TARGET_OPSET = {"trt10": 19, "trt8": 17}
 
 
@@ -76,16 +79,17 @@ def quantize_int8(
     calib: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    method: str = "minmax",
+    method: Method = "minmax",
     exclude: Sequence[str] | None = None,
-    quantizer: str = "ort",
+    quantizer: Quantizer = "ort",
     max_drift_mm: float | None = None,
-    placement: str = DEFAULT_PLACEMENT,
-    target: str = DEFAULT_TARGET,
+    placement: Placement = DEFAULT_PLACEMENT,
+    target: Target = DEFAULT_TARGET,
     batch_size: int = 8,
     progress: bool = True,
-) -> Path:
-    """Explicit Q/DQ INT8 graph (TensorRT's only INT8 route from 11 on), calibrated on a calibration set.
+) -> OnnxArtifact:
+    """Explicit Q/DQ INT8 graph (TensorRT's only INT8 route from 11 on), calibrated on a calibration set;
+    returns the artifact written (`quantizer="modelopt"`: NVIDIA ModelOpt's, `precision/modelopt.py`).
 
     Symmetric int8 activations (per tensor) and weights (per channel: Conv axis 0, ConvTranspose
     axis 1), zero points 0. `target` trt10: opset 19, FP16 scales on the DQs feeding the FP16
@@ -125,7 +129,7 @@ def quantize_int8(
     weighted = {n.name for n in graph.graph.node if n.op_type in INT8_OPS}
     excluded = sorted(keep_float & weighted)
     out = Path(out)
-    repair_report: dict[str, Any] = {}
+    repaired: SensitivityRepair | None = None
     images, check = cal.images, None
     if max_drift_mm is not None:  # the budget is checked on crops the calibration never saw
         held = held_out_count(len(images))
@@ -152,12 +156,12 @@ def quantize_int8(
                 from .repair import repair
 
                 assert check is not None
-                repair_report = repair(named, tmp, quantise, excluded, max_drift_mm, check_images=check,
-                                       progress=progress)
-                repair_report["checked_on"] = {
-                    "crops": len(check), "calibration_crops": len(images),
-                    "note": "held out: the last 25% of the calibration set (at least 8), not used to calibrate"}
-                excluded = repair_report["excluded_nodes"]
+                held_out = {"crops": len(check), "calibration_crops": len(images),
+                            "note": "held out: the last 25% of the calibration set (at least 8), not used to calibrate"}
+                repaired = SensitivityRepair.from_json(
+                    {**repair(named, tmp, quantise, excluded, max_drift_mm, check_images=check, progress=progress),
+                     "checked_on": held_out}, "sensitivity repair")
+                excluded = list(repaired.excluded_nodes or ())
         finally:
             named.unlink(missing_ok=True)
         from ..ort import make_session
@@ -165,22 +169,20 @@ def quantize_int8(
         make_session(tmp)
         share = int8_mac_share(tmp)
         qdq_nodes = qdq_count(tmp)
-    meta = {**read_sidecar(src), "artifact_format": ARTIFACT_FORMAT, "precision": "int8", "source_onnx": str(src),
-            "source_sha256": sha256_file(src), "opset": TARGET_OPSET[target], "int8_target": target,
-            "int8": {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
-                     "placement": placement, "target": target, "int8_mac_share": share, "qdq_nodes": qdq_nodes,
-                     "versions": _versions(),
-                     "remainder": "fp16" if target == "trt10" else "fp32 (builder flags pick)",
-                     "scales": "float16 where the DQ feeds FP16, else float32" if target == "trt10" else "float32",
-                     "fp32_island": sorted(fp32_island) if target == "trt10" else None,
-                     "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-                     "op_types": list(INT8_OPS), "excluded_nodes": excluded,
-                     "sensitivity_repair": repair_report or None, "ort_patches_verified": patches_verified(),
-                     "calibration": {"path": str(cal.path), "num": len(cal), "used": len(images),
-                                     "fingerprint": cal.fingerprint}},
-            "onnx_sha256": sha256_file(out), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json_atomic(sidecar_path(out), meta)
-    return out
+    recipe = Int8Recipe(
+        quantizer="onnxruntime.quantize_static", method=method, placement=placement, target=target,
+        int8_mac_share=share, excluded_nodes=tuple(excluded), sensitivity_repair=repaired, qdq_nodes=qdq_nodes,
+        versions=_versions(),
+        calibration={"path": str(cal.path), "num": len(cal), "used": len(images), "fingerprint": cal.fingerprint},
+        extra={"format": "QDQ", "remainder": "fp16" if target == "trt10" else "fp32 (builder flags pick)",
+               "scales": "float16 where the DQ feeds FP16, else float32" if target == "trt10" else "float32",
+               "fp32_island": sorted(fp32_island) if target == "trt10" else None,
+               "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
+               "op_types": list(INT8_OPS), "ort_patches_verified": patches_verified(),
+               **({} if repaired else {"sensitivity_repair": None})})
+    return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="int8",
+                                           opset=TARGET_OPSET[target], int8_target=target, int8=recipe,
+                                           onnx_sha256=sha256_file(out)).write()
 
 
 def _versions() -> dict[str, str]:

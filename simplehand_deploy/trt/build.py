@@ -25,11 +25,10 @@ from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layer
 from ..env import board_model
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
-from ..literals import Precision
+from ..literals import PRECISIONS, Precision
 from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_paths, timing_cache_name
 from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge, onnx_int8_weight_share
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_PROFILE = (1, 8, 64)
 
 

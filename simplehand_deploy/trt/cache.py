@@ -104,13 +104,12 @@ def plan_skip_reason(plan: EngineArtifact | None, *, onnx_shas: Collection[str] 
     """
     if plan is None or plan.key_inputs is None:
         return "no readable sidecar (<key>.json): not built by simplehand-deploy build"
-    built = plan.key_inputs
-    if onnx_shas is not None and built.get("onnx_sha256") not in onnx_shas:
-        sha = str(built.get("onnx_sha256") or "?")[:12]
+    if onnx_shas is not None and plan.built_with("onnx_sha256") not in onnx_shas:
+        sha = str(plan.built_with("onnx_sha256") or "?")[:12]
         return (f"stale: built from ONNX sha256 {sha}..., not one of the current ONNX artifacts of this model "
                 "(rebuild: make engine)")
     for key, label in MACHINE_FIELDS:
-        was, here = built.get(key), machine.get(key)
+        was, here = plan.built_with(key), machine.get(key)
         if was in (None, "", 0) or here in (None, "", 0):
             continue
         if str(was) != str(here):

@@ -92,7 +92,8 @@ def main() -> int:
     from simplehand_deploy.env import fingerprint
 
     env = fingerprint()
-    out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-gate-check"
+    # absolute: every simplehand-bench run works in a temporary folder (its own engines/)
+    out = (args.out or Path("benchmarks") / "results" / f"{env['run_id']}-gate-check").resolve()
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     record: dict = {"command": " ".join(["python benchmarks/gate_check.py", *sys.argv[1:]]),

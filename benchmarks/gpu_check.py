@@ -40,37 +40,20 @@ def _stats(times_ms: list[float]) -> dict[str, float]:
     return {k: s[k] for k in ("latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "latency_cov")}
 
 
-class _StreamEvent:
-    """A torch timing event recorded on one given stream (the shared loop's event protocol)."""
-
-    def __init__(self, stream: Any) -> None:
-        import torch
-
-        self.ev, self.stream = torch.cuda.Event(enable_timing=True), stream
-
-    def record(self) -> None:
-        self.ev.record(self.stream)
-
-    def synchronize(self) -> None:
-        self.ev.synchronize()
-
-    def elapsed_ms(self, end: _StreamEvent) -> float:
-        return float(self.ev.elapsed_time(end.ev))
-
-
 def time_gpu(launch: Callable[[], Any], stream: Any, *, duration: float, iterations: int = 20,
              warmup: float = 0.3, new_event: Callable[[], Any] | None = None) -> dict[str, float]:
     """The harness's GPU timing (bench.latency.time_gpu: event pair per inference on `stream`, one inference
     queued ahead, one sync per window, throughput = inferences / window wall time), after a warm-up.
 
     `launch` must put its work on `stream` (torch graph replays run inside `torch.cuda.stream(stream)`)."""
+    from simplehand_deploy.bench.latency import TorchEvent
     from simplehand_deploy.bench.latency import time_gpu as shared
 
     end = time.perf_counter() + warmup
     while time.perf_counter() < end:
         launch()
     stream.synchronize()
-    times, wall = shared(launch, new_event or (lambda: _StreamEvent(stream)), duration=duration,
+    times, wall = shared(launch, new_event or (lambda: TorchEvent(stream)), duration=duration,
                          iterations=iterations)
     return {**_stats(times), "throughput_exec_s": len(times) / wall}
 

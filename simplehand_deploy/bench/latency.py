@@ -74,14 +74,14 @@ def median_ms(fn: Callable[[], Any], iterations: int = 5, *, warmup_calls: int =
     return stats(time_host(fn, iterations=iterations, warmup_calls=warmup_calls))["latency_p50_ms"]
 
 
-class _TorchEvent:
-    """A timing event on torch's current stream (for runners that launch there: torch eager/compile)."""
+class TorchEvent:
+    """A torch timing event recorded on `stream` (default: torch's current stream, where eager/compile launch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: Any = None) -> None:
         import torch
 
         self.ev = torch.cuda.Event(enable_timing=True)
-        self.stream = torch.cuda.current_stream()
+        self.stream = stream if stream is not None else torch.cuda.current_stream()
 
     def record(self) -> None:
         self.ev.record(self.stream)
@@ -89,7 +89,7 @@ class _TorchEvent:
     def synchronize(self) -> None:
         self.ev.synchronize()
 
-    def elapsed_ms(self, end: _TorchEvent) -> float:
+    def elapsed_ms(self, end: TorchEvent) -> float:
         return float(self.ev.elapsed_time(end.ev))
 
 
@@ -139,7 +139,7 @@ def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int =
     start = time.perf_counter()
     if on_gpu:
         new_event = getattr(runner, "event", None)
-        times, wall = time_gpu(lambda: runner.launch(batch), new_event if callable(new_event) else _TorchEvent,
+        times, wall = time_gpu(lambda: runner.launch(batch), new_event if callable(new_event) else TorchEvent,
                                duration=duration, iterations=iterations)
         per_s = len(times) / wall  # trtexec: inferences / wall time of the window
     else:

@@ -106,72 +106,130 @@ def build_engine(
     never depends on it. The built engine's compute layers must show the requested precision (the
     `check-engine` rules; for INT8 at least the artifact's own INT8 share minus a margin), else the build
     fails and no plan is written. `tf32=False` clears TensorRT's default TF32 (recorded in key and sidecar).
+
+    The steps: check the request, check the graph suits this TensorRT, key it, and under the plan's lock
+    reuse a cached engine or build, verify and record a new one.
     """
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise UsageError(f"--onnx {onnx_path}: no such file")
-    lo, opt, hi = profile
-    if not 1 <= lo <= opt <= hi:
-        raise UsageError(f"profile {profile}: need 1 <= min <= opt <= max")
+    onnx_path = check_request(onnx_path, precision, profile)
     trt = require_tensorrt()
     device = cuda_device()
     from ..ort import graph_kind
 
-    kind = graph_kind(onnx_path)
-    major = trt_major(trt)
-    if major >= 10 and precision != kind:
-        raise UsageError(f"TensorRT {trt.__version__} builds strongly typed: {precision} needs the {precision} ONNX "
-                         f"(this graph is {kind}); make it with `simplehand-deploy {precision} ...`")
-    weak_sources = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("int8",)}[precision]
-    if major < 10 and kind not in weak_sources:
-        raise UsageError(f"TensorRT {trt.__version__} ({precision} by builder flag) needs the "
-                         f"{' or '.join(weak_sources)} ONNX, not this {kind} graph"
-                         + (" (INT8 = the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration)"
-                            if precision == "int8" else ""))
+    trt_version = str(trt.__version__)
+    check_source_graph(precision, graph_kind(onnx_path), trt_version)
     inputs = current_key_inputs(onnx_path, precision, profile, workspace_mb=workspace_mb, opt_level=opt_level,
-                                trt_version=str(trt.__version__), device=device, tf32=tf32)
+                                trt_version=trt_version, device=device, tf32=tf32)
     key = engine_key(inputs)
     plan, sidecar = plan_paths(key, out_dir)
-    layers_file = plan_layers_path(plan)
     from filelock import FileLock
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with FileLock(str(plan) + ".lock"):
-        if not force and plan.is_file() and sidecar.is_file() and _loads(plan):
-            cached = EngineArtifact.read_or_none(plan)
-            if cached is not None:
-                return dataclasses.replace(cached, cached=True, seconds=0.0)
+        cached = None if force else _cached_engine(plan, sidecar)
+        if cached is not None:
+            return cached
         t0 = time.time()
-        island = fp32_island(onnx_path) if major < 10 and precision in ("fp16", "int8") else set()
+        island = fp32_island(onnx_path) if needs_fp32_pins(precision, trt_major(trt)) else set()
         data, layers, engine_mem = _build(onnx_path, precision, profile, workspace_mb, opt_level,
                                           Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device,
                                           tf32=tf32, island=island)
-        source = OnnxArtifact.read_or_none(onnx_path)
-        need = expected_share(precision, source.int8_share if source is not None else None,
-                              onnx_int8_weight_share(onnx_path) if precision == "int8" else None)
+        need = required_share(onnx_path, precision)
         verdict = verify_precision(layers, precision, need)
-        if verdict.share is not None and not verdict.ok:
-            rejected = rejected_layers_path(plan)
-            write_json_atomic(rejected, layers)
-            raise VerificationError(f"TensorRT built {onnx_path.name} as {precision} in name only: {verdict.message} "
-                                    f"(GPU {device['name']} SM {device['sm']}, TensorRT {trt.__version__}); "
-                                    f"layer dump: {rejected}")
-        if verdict.share is None:
-            print(f"WARNING: {plan.name}: {precision} precision UNVERIFIED: {verdict.message}", file=sys.stderr)
-        report = _report_or_none(layers)
-        write_json_atomic(layers_file, layers)
-        write_bytes_atomic(plan, data)
-        seconds = time.time() - t0
-        art = engine_artifact(
-            plan, key=key, precision=cast(Precision, precision), onnx=str(onnx_path), profile=(lo, opt, hi),
-            key_inputs=asdict(inputs), build_seconds=round(seconds, 1), tf32=tf32,
-            precision_verified=verdict.ok if verdict.share is not None else None,
-            precision_check=verdict.message, precision_share_required=round(need, 4),
-            precision_mix=report.mix if report else None, precision_summary=report.summary() if report else None,
-            fp32_island_layers=len(island), engine_device_memory_mb=engine_mem, layers_file=layers_file.name)
-        return dataclasses.replace(art.write(), cached=False, seconds=seconds)
+        _enforce_verdict(verdict, layers, plan, onnx_path, precision,
+                         context=f"GPU {device['name']} SM {device['sm']}, TensorRT {trt_version}")
+        return _write_engine(plan, data, layers, key=key, precision=cast(Precision, precision), onnx_path=onnx_path,
+                             profile=profile, key_inputs=asdict(inputs), started=t0, tf32=tf32, verdict=verdict,
+                             need=need, island_size=len(island), engine_mem=engine_mem)
+
+
+# -- the steps of build_engine, each one job ------------------------------------------------------------------------
+
+def check_request(onnx_path: str | os.PathLike[str], precision: str, profile: tuple[int, int, int]) -> Path:
+    """The request itself, before TensorRT is looked for: a known precision, an existing ONNX file, an ordered
+    profile. Returns the ONNX path; UsageError names the option to fix."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise UsageError(f"--onnx {path}: no such file")
+    lo, opt, hi = profile
+    if not 1 <= lo <= opt <= hi:
+        raise UsageError(f"profile {profile}: need 1 <= min <= opt <= max")
+    return path
+
+
+WEAK_SOURCES: dict[str, tuple[str, ...]] = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("int8",)}
+"""TensorRT < 10 (precision by builder flag): which ONNX graph kinds each precision builds from."""
+
+
+def check_source_graph(precision: str, kind: str, trt_version: str) -> None:
+    """Does this graph (`ort.graph_kind`: fp32, fp16 or int8) give `precision` on this TensorRT? Strongly typed
+    (>= 10): only the graph of that precision; weak typing (< 10): the kinds in `WEAK_SOURCES`. UsageError
+    says which graph to make."""
+    if int(trt_version.split(".")[0]) >= 10:
+        if precision != kind:
+            raise UsageError(f"TensorRT {trt_version} builds strongly typed: {precision} needs the {precision} ONNX "
+                             f"(this graph is {kind}); make it with `simplehand-deploy {precision} ...`")
+        return
+    sources = WEAK_SOURCES[precision]
+    if kind not in sources:
+        raise UsageError(f"TensorRT {trt_version} ({precision} by builder flag) needs the "
+                         f"{' or '.join(sources)} ONNX, not this {kind} graph"
+                         + (" (INT8 = the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration)"
+                            if precision == "int8" else ""))
+
+
+def needs_fp32_pins(precision: str, major: int) -> bool:
+    """Weak typing (< 10) with FP16/INT8 flags would run the FP32 island in reduced precision unless pinned."""
+    return major < 10 and precision in ("fp16", "int8")
+
+
+def _cached_engine(plan: Path, sidecar: Path) -> EngineArtifact | None:
+    """The engine already built under this key, if its plan and sidecar exist and this runtime loads the plan."""
+    if not (plan.is_file() and sidecar.is_file() and _loads(plan)):
+        return None
+    cached = EngineArtifact.read_or_none(plan)
+    return None if cached is None else dataclasses.replace(cached, cached=True, seconds=0.0)
+
+
+def required_share(onnx_path: Path, precision: str) -> float:
+    """The share of compute layers the built engine must run in `precision` (for INT8: the artifact's own)."""
+    source = OnnxArtifact.read_or_none(onnx_path)
+    return expected_share(precision, source.int8_share if source is not None else None,
+                          onnx_int8_weight_share(onnx_path) if precision == "int8" else None)
+
+
+def _enforce_verdict(verdict: Verdict, layers: Any, plan: Path, onnx_path: Path, precision: str, *,
+                     context: str) -> None:
+    """A failed verdict keeps the layer dump beside the (unwritten) plan and raises; an unverifiable one warns."""
+    if verdict.share is not None and not verdict.ok:
+        rejected = rejected_layers_path(plan)
+        write_json_atomic(rejected, layers)
+        raise VerificationError(f"TensorRT built {onnx_path.name} as {precision} in name only: {verdict.message} "
+                                f"({context}); layer dump: {rejected}")
+    if verdict.share is None:
+        print(f"WARNING: {plan.name}: {precision} precision UNVERIFIED: {verdict.message}", file=sys.stderr)
+
+
+def _write_engine(plan: Path, data: bytes, layers: Any, *, key: str, precision: Precision, onnx_path: Path,
+                  profile: tuple[int, int, int], key_inputs: dict[str, Any], started: float, tf32: bool,
+                  verdict: Verdict, need: float, island_size: int, engine_mem: float | None) -> EngineArtifact:
+    """Layer dump, plan, then the sidecar (each atomically; a plan counts only with its sidecar). The build time
+    runs from `started` to the plan on disk."""
+    layers_file = plan_layers_path(plan)
+    report = _report_or_none(layers)
+    write_json_atomic(layers_file, layers)
+    write_bytes_atomic(plan, data)
+    seconds = time.time() - started
+    lo, opt, hi = profile
+    art = engine_artifact(
+        plan, key=key, precision=precision, onnx=str(onnx_path), profile=(lo, opt, hi),
+        key_inputs=key_inputs, build_seconds=round(seconds, 1), tf32=tf32,
+        precision_verified=verdict.ok if verdict.share is not None else None,
+        precision_check=verdict.message, precision_share_required=round(need, 4),
+        precision_mix=report.mix if report else None, precision_summary=report.summary() if report else None,
+        fp32_island_layers=island_size, engine_device_memory_mb=engine_mem, layers_file=layers_file.name)
+    return dataclasses.replace(art.write(), cached=False, seconds=seconds)
 
 
 def _report_or_none(layers: Any) -> PrecisionReport | None:

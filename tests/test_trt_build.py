@@ -1,0 +1,109 @@
+"""trt/build.build_engine's steps that need no TensorRT (issue 15): request checks, which graph suits which
+TensorRT, the FP32-island decision, verdict enforcement and the engine record. TensorRT itself is never
+imported here; the GPU path is tests/test_trt_gpu.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from simplehand_deploy.artifact import EngineArtifact, plan_layers_path, rejected_layers_path
+from simplehand_deploy.errors import UsageError, VerificationError
+from simplehand_deploy.trt.build import (
+    _cached_engine,
+    _enforce_verdict,
+    _write_engine,
+    check_request,
+    check_source_graph,
+    needs_fp32_pins,
+)
+from simplehand_deploy.trt.cache import plan_paths
+from simplehand_deploy.trt.inspect import Verdict
+
+
+def test_check_request_names_the_option_to_fix(tmp_path: Path) -> None:
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    assert check_request(str(onnx), "fp16", (1, 8, 64)) == onnx
+    with pytest.raises(UsageError, match="--precision 'bf16'"):
+        check_request(onnx, "bf16", (1, 8, 64))
+    with pytest.raises(UsageError, match=r"--onnx .*missing\.onnx: no such file"):
+        check_request(tmp_path / "missing.onnx", "fp16", (1, 8, 64))
+    for bad in ((0, 1, 1), (1, 8, 4), (8, 1, 64)):
+        with pytest.raises(UsageError, match="need 1 <= min <= opt <= max"):
+            check_request(onnx, "fp32", bad)
+    assert check_request(onnx, "int8", (4, 4, 4)) == onnx
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.1"])
+def test_strongly_typed_tensorrt_needs_the_graph_of_that_precision(version: str) -> None:
+    for precision in ("fp32", "fp16", "int8"):
+        check_source_graph(precision, precision, version)
+    with pytest.raises(UsageError, match=f"TensorRT {version} builds strongly typed: fp16 needs the fp16 ONNX "
+                                         r"\(this graph is fp32\); make it with `simplehand-deploy fp16"):
+        check_source_graph("fp16", "fp32", version)
+    with pytest.raises(UsageError, match="int8 needs the int8 ONNX"):
+        check_source_graph("int8", "fp16", version)
+
+
+def test_weakly_typed_tensorrt_takes_precision_from_flags() -> None:
+    ok = {("fp32", "fp32"), ("fp16", "fp32"), ("fp16", "fp16"), ("int8", "int8")}
+    for precision in ("fp32", "fp16", "int8"):
+        for kind in ("fp32", "fp16", "int8"):
+            if (precision, kind) in ok:
+                check_source_graph(precision, kind, "8.6.2")
+            else:
+                with pytest.raises(UsageError, match=f"TensorRT 8.6.2 \\({precision} by builder flag\\)"):
+                    check_source_graph(precision, kind, "8.6.2")
+    with pytest.raises(UsageError, match="the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration"):
+        check_source_graph("int8", "fp32", "8.6.2")
+
+
+def test_fp32_island_is_pinned_only_under_weak_typing_with_reduced_precision() -> None:
+    assert needs_fp32_pins("fp16", 8) and needs_fp32_pins("int8", 8)
+    assert not needs_fp32_pins("fp32", 8)
+    assert not any(needs_fp32_pins(p, major) for p in ("fp32", "fp16", "int8") for major in (10, 11))
+
+
+def test_failed_verdict_keeps_the_layer_dump_and_writes_no_plan(tmp_path: Path) -> None:
+    plan, _ = plan_paths("k" * 16, tmp_path)
+    layers = {"Layers": [{"Name": "conv"}]}
+    with pytest.raises(VerificationError, match=r"built m\.onnx as int8 in name only: 10% int8 .*GPU X.*layer dump"):
+        _enforce_verdict(Verdict(False, 0.1, "10% int8"), layers, plan, Path("m.onnx"), "int8", context="GPU X")
+    assert json.loads(rejected_layers_path(plan).read_text()) == layers
+    assert not plan.exists()
+
+
+def test_unverifiable_verdict_warns_and_a_passing_one_is_silent(tmp_path: Path, capsys) -> None:
+    plan, _ = plan_paths("k" * 16, tmp_path)
+    _enforce_verdict(Verdict(False, None, "no compute layer"), {}, plan, Path("m.onnx"), "fp16", context="")
+    assert "fp16 precision UNVERIFIED: no compute layer" in capsys.readouterr().err
+    _enforce_verdict(Verdict(True, 0.9, "90% fp16"), {}, plan, Path("m.onnx"), "fp16", context="")
+    assert capsys.readouterr().err == ""
+    assert not rejected_layers_path(plan).exists()
+
+
+def test_write_engine_records_plan_layers_and_sidecar(tmp_path: Path) -> None:
+    plan, sidecar = plan_paths("a" * 16, tmp_path)
+    layers = {"error": "no engine inspector"}
+    art = _write_engine(plan, b"PLAN", layers, key="a" * 16, precision="fp16", onnx_path=Path("m.onnx"),
+                        profile=(1, 8, 64), key_inputs={"precision": "fp16"}, started=0.0, tf32=False,
+                        verdict=Verdict(False, None, "unverifiable"), need=0.5, island_size=3, engine_mem=12.5)
+    assert plan.read_bytes() == b"PLAN" and sidecar.is_file()
+    assert json.loads(plan_layers_path(plan).read_text()) == layers
+    assert not art.cached and art.seconds > 0
+    back = EngineArtifact.read(plan)
+    assert (back.key, back.precision, back.onnx, back.tf32) == ("a" * 16, "fp16", "m.onnx", False)
+    assert back.precision_verified is None and back.precision_check == "unverifiable"
+    assert (back.precision_share_required, back.fp32_island_layers, back.engine_device_memory_mb) == (0.5, 3, 12.5)
+    assert back.layers_file == plan_layers_path(plan).name and back.precision_mix is None
+    assert back.extra["profile"] == {"image": {"min": 1, "opt": 8, "max": 64}}
+
+
+def test_no_cached_engine_without_plan_and_sidecar(tmp_path: Path) -> None:
+    plan, sidecar = plan_paths("b" * 16, tmp_path)
+    assert _cached_engine(plan, sidecar) is None  # nothing there: a miss before TensorRT is asked
+    plan.write_bytes(b"PLAN")
+    assert _cached_engine(plan, sidecar) is None  # a plan without its sidecar never counts

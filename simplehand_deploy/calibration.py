@@ -63,6 +63,17 @@ def _settings(source: str, split: str, num: int, seed: int, scale_enlarge: float
             "crop": {"scale_enlarge": scale_enlarge, "size": IMAGE_SIZE, "rotation": 0.0}}
 
 
+def _check_options(freihand: object, synthetic: bool, split: str, scale_enlarge: float) -> None:
+    if (freihand is None) == (not synthetic):
+        raise UsageError("give exactly one source: --freihand DIR or --synthetic")
+    from .data.freihand import SPLITS
+
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+    if not np.isfinite(scale_enlarge) or scale_enlarge <= 0:
+        raise UsageError(f"--scale-enlarge {scale_enlarge}: must be a positive number (1.25 = official evaluation)")
+
+
 def build_calibration_set(
     out: str | os.PathLike[str],
     *,
@@ -75,14 +86,7 @@ def build_calibration_set(
     progress: bool = True,
 ) -> Path:
     """Crop `num` samples (stratified, seeded) from FreiHAND or a synthetic set and write them atomically."""
-    if (freihand is None) == (not synthetic):
-        raise UsageError("give exactly one source: --freihand DIR or --synthetic")
-    from .data.freihand import SPLITS
-
-    if split not in SPLITS:
-        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
-    if not np.isfinite(scale_enlarge) or scale_enlarge <= 0:
-        raise UsageError(f"--scale-enlarge {scale_enlarge}: must be a positive number (1.25 = official evaluation)")
+    _check_options(freihand, synthetic, split, scale_enlarge)
     check_out_dir(Path(out), ("manifest.json", *FILES), "a calibration set")
     if synthetic:
         with tempfile.TemporaryDirectory(prefix="simplehand-synth-") as tmp:
@@ -92,6 +96,33 @@ def build_calibration_set(
                             eval_num=num if split == "evaluation" else 0, progress=progress)
             return _build(out, root, f"synthetic:seed={seed}", split, num, seed, scale_enlarge, progress)
     return _build(out, Path(freihand), str(Path(freihand).resolve()), split, num, seed, scale_enlarge, progress)
+
+
+@dataclass(frozen=True)
+class CalibSetConfig:
+    """`simplehand-deploy calib-set`: where, from which source (exactly one), how many crops; the command's defaults."""
+
+    out: Path
+    freihand: Path | None = None
+    synthetic: bool = False
+    split: str = "training"
+    num: int = 64
+    seed: int = 0
+    scale_enlarge: float = 1.25
+    progress: bool = True
+
+    @classmethod
+    def from_cli(cls, *, quiet: bool = False, **options: Any) -> CalibSetConfig:
+        """Options left at None take the defaults above; the source, split and box enlargement are checked here."""
+        cfg = cls(progress=not quiet, **{k: v for k, v in options.items() if v is not None})
+        _check_options(cfg.freihand, cfg.synthetic, cfg.split, cfg.scale_enlarge)
+        return cfg
+
+
+def run_calib_set(cfg: CalibSetConfig) -> Path:
+    """Build the set `cfg` describes; the folder written."""
+    return build_calibration_set(cfg.out, freihand=cfg.freihand, synthetic=cfg.synthetic, split=cfg.split,
+                                 num=cfg.num, seed=cfg.seed, scale_enlarge=cfg.scale_enlarge, progress=cfg.progress)
 
 
 def _build(out, root: Path, source: str, split: str, num: int, seed: int, scale: float, progress: bool) -> Path:

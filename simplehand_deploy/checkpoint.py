@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,25 @@ def load_checkpoint(
         extra={k: meta[k] for k in ("provenance",) if k in meta},
     )
     return model, info
+
+
+def seed_weights_note(config: str) -> str:
+    """What a command says on stderr when it runs on seed-initialised weights (no --checkpoint)."""
+    return f"note: no --checkpoint given: using seed-initialised {config} weights (not a trained model)"
+
+
+def load_announced(
+    path: str | os.PathLike[str] | None,
+    config: str = DEFAULT_CONFIG,
+    *,
+    fused: bool = False,
+    allow_pickle: bool = False,
+    announce: bool = True,
+) -> tuple[SimpleHand, CheckpointInfo]:
+    """`load_checkpoint` for the commands: seed-initialised weights (`path=None`) are announced on stderr first."""
+    if path is None and announce:
+        print(seed_weights_note(config), file=sys.stderr)
+    return load_checkpoint(path, config, fused=fused, allow_pickle=allow_pickle)
 
 
 def save_checkpoint(

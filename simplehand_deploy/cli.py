@@ -105,15 +105,6 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", help=f"Model variant:
                                                 "default) or tiny.")]
 
 
-def load_model_for_cli(checkpoint: Path | None, config: str, *, fused: bool = False, quiet: bool = False) -> Any:
-    """Load weights (or seed-initialise, loudly) for any command."""
-    from .checkpoint import load_checkpoint
-
-    if checkpoint is None:
-        _say(f"note: no --checkpoint given: using seed-initialised {config} weights (not a trained model)", quiet)
-    return load_checkpoint(checkpoint, config, fused=fused)
-
-
 # ============================================================================================
 # simplehand-deploy: model (issue 2)
 # ============================================================================================
@@ -132,14 +123,10 @@ def predict(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Trust a checkpoint holding objects.")] = False,
 ) -> None:
     """Run the PyTorch model on preprocessed crops and save uv, vertices (and joints)."""
-    from .predict import predict_file
+    from .predict import PredictConfig, run_predict
 
-    if checkpoint is None:
-        _say(f"note: no --checkpoint given: using seed-initialised {config} weights (not a trained model)")
-    predict_file(
-        input, output, checkpoint=checkpoint, config=config, fused=fuse, mano=mano, regressor=regressor,
-        device=device, allow_pickle=allow_pickle,
-    )
+    run_predict(PredictConfig.from_cli(input=input, output=output, checkpoint=checkpoint, config=config, fuse=fuse,
+                                       mano=mano, regressor=regressor, device=device, allow_pickle=allow_pickle))
 
 
 # ============================================================================================
@@ -155,10 +142,11 @@ def synth(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Generate synthetic hands in FreiHAND's on-disk format (the embedded default data set)."""
-    from .data.synthetic import generate
+    from .data.synthetic import SynthConfig, run_synth
 
-    path = generate(out, num, seed, eval_num=eval_num, progress=not quiet)
-    _say(f"wrote {num} training + {eval_num} evaluation synthetic samples to {path}", quiet)
+    cfg = SynthConfig.from_cli(out=out, num=num, seed=seed, eval_num=eval_num, quiet=quiet)
+    path = run_synth(cfg)
+    _say(f"wrote {cfg.num} training + {cfg.eval_num} evaluation synthetic samples to {path}", quiet)
 
 
 @deploy.command("calib-set")
@@ -173,11 +161,12 @@ def calib_set(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Build a calibration set: N preprocessed crops + labels + a manifest with sha256 hashes."""
-    from .calibration import build_calibration_set
+    from .calibration import CalibSetConfig, run_calib_set
 
-    path = build_calibration_set(out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
-                                 scale_enlarge=scale_enlarge, progress=not quiet)
-    _say(f"wrote calibration set {path} ({num} crops)", quiet)
+    cfg = CalibSetConfig.from_cli(out=out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
+                                  scale_enlarge=scale_enlarge, quiet=quiet)
+    path = run_calib_set(cfg)
+    _say(f"wrote calibration set {path} ({cfg.num} crops)", quiet)
 
 
 # ============================================================================================
@@ -208,18 +197,13 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Train SimpleHand (paper losses, AdamW, warm-up + step decay); runs unchanged under torchrun (DDP)."""
-    from .config import get_config
     from .train import TrainConfig
     from .train import train as run_training
 
-    get_config(config)
-    if steps is None and epochs is None:
-        raise UsageError("give --steps N or --epochs E")
-    path = run_training(TrainConfig(
-        config=config, out=str(out), freihand=str(freihand) if freihand else None, synthetic=synthetic,
-        synthetic_num=synthetic_num, steps=steps, epochs=epochs, batch_size=batch_size, seed=seed, resume=resume,
-        lr=lr, mano=str(mano) if mano else None, save_every=save_every, stop_after=stop_after, rotation=rotation,
-        progress=not quiet))
+    path = run_training(TrainConfig.from_cli(
+        config=config, out=out, freihand=freihand, synthetic=synthetic, synthetic_num=synthetic_num, steps=steps,
+        epochs=epochs, batch_size=batch_size, seed=seed, resume=resume, lr=lr, mano=mano, save_every=save_every,
+        stop_after=stop_after, rotation=rotation, quiet=quiet))
     _say(f"saved {path}", quiet)
 
 
@@ -269,10 +253,10 @@ def export(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Export fused FP32 ONNX (dynamic batch), simplified, graph-checked, parity-checked in ONNX Runtime."""
-    from .export import export_onnx
+    from .export import ExportConfig, run_export
 
-    model, info = load_model_for_cli(checkpoint, config, quiet=quiet)
-    export_onnx(model, out, opset=opset, dynamo=dynamo, simplify=not no_simplify, info=info, progress=not quiet)
+    run_export(ExportConfig.from_cli(out=out, checkpoint=checkpoint, config=config, opset=opset, dynamo=dynamo,
+                                     no_simplify=no_simplify, quiet=quiet))
 
 
 @deploy.command()
@@ -283,9 +267,9 @@ def fp16(
                                                      "default LayerNormalization, Softmax, GridSample.")] = None,
 ) -> None:
     """FP16 graph with FP32 I/O and an FP32 island (norms, softmax, grid path, vertex head)."""
-    from .precision import convert_fp16
+    from .precision import Fp16Config, run_fp16
 
-    art = convert_fp16(onnx, out, blocklist=block or None)
+    art = run_fp16(Fp16Config.from_cli(onnx=onnx, out=out, block=block))
     _say(f"wrote {art.path}")
 
 
@@ -317,22 +301,16 @@ def int8(
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Explicit INT8 Q/DQ graph calibrated on the crops (symmetric, per-channel weights; --target trt10 or trt8)."""
-    from .precision import quantize_int8
+    from .precision import Int8Config, run_int8
 
-    art = quantize_int8(onnx, calib, out, method=method, quantizer=quantizer, exclude=exclude,
-                        max_drift_mm=max_drift_mm, placement=placement, target=target, progress=not quiet)
-    recipe = art.int8
-    rep = recipe.sensitivity_repair if recipe is not None else None
-    if rep is not None:
-        _say(f"sensitivity repair: drift {rep.drift_all_quantised_mm:.3f} -> {rep.final_drift_mm:.3f} mm "
-             f"(budget {rep.budget_mm} mm, on {rep.checked_on_crops} held-out crops), "
-             f"{len(rep.excluded_groups or ())} layer group(s) kept float", quiet)
-    _say(f"wrote {art.path} ({recipe.describe() if recipe is not None else 'no INT8 record'})", quiet)
-    if rep is not None and not rep.met:
-        raise VerificationError(f"{art.path}: sensitivity repair missed its budget ({rep.final_drift_mm:.3f} mm > "
-                                f"{rep.budget_mm} mm on {rep.checked_on_crops} held-out crops, "
-                                f"{len(rep.excluded_groups or ())} layer group(s) kept float); raise --max-drift-mm "
-                                "or calibrate on more crops")
+    result = run_int8(Int8Config.from_cli(onnx=onnx, calib=calib, out=out, method=method, quantizer=quantizer,
+                                          exclude=exclude, placement=placement, max_drift_mm=max_drift_mm,
+                                          target=target, quiet=quiet))
+    for line in result.lines():
+        _say(line, quiet)
+    failure = result.failure()
+    if failure:
+        raise VerificationError(failure)
 
 
 @deploy.command()
@@ -346,11 +324,10 @@ def drift(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a table.")] = False,
 ) -> None:
     """Drift of each graph (ONNX Runtime, CPU) vs PyTorch FP32 eager on the same crops: mm and px."""
-    from .drift import measure_drift, render_table
-    from .joints import load_regressor
+    from .drift import DriftConfig, render_table, run_drift
 
-    model, _ = load_model_for_cli(checkpoint, config, quiet=json_out)
-    df = measure_drift(onnx, calib, model=model, regressor=load_regressor(mano) if mano else None)
+    df = run_drift(DriftConfig.from_cli(onnx=onnx, calib=calib, checkpoint=checkpoint, config=config, mano=mano,
+                                        quiet=json_out))
     if json_out:
         import json
 

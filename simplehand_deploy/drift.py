@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,41 @@ def measure_drift(
         if per_vertex is not None:
             per_vertex[str(path)] = vertex_drift_mm(ref, out).mean(axis=0)
     return pl.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """`simplehand-deploy drift`: graphs, crops, reference weights; every default is the command's."""
+
+    onnx: tuple[Path, ...]
+    calib: Path
+    checkpoint: Path | None = None  # None: seed-initialised weights (announced unless quiet)
+    config: str = DEFAULT_CONFIG
+    mano: Path | None = None  # None: joint metrics only where the set brings its own regressor
+    progress: bool = True  # notes on stderr (the seed-weights one)
+
+    @classmethod
+    def from_cli(cls, *, quiet: bool = False, **options: Any) -> DriftConfig:
+        """Options left at None take the defaults above; the --onnx list becomes a tuple and must not be empty."""
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in options.items() if v is not None}
+        cfg = cls(progress=not quiet, **given)
+        if not cfg.onnx:
+            raise UsageError("give at least one --onnx graph")
+        return cfg
+
+
+def run_drift(cfg: DriftConfig) -> Any:
+    """Load the reference weights (seed weights announced) and the regressor, measure; the rows (polars)."""
+    from .checkpoint import load_announced
+
+    model, _ = load_announced(cfg.checkpoint, cfg.config, announce=cfg.progress)
+    regressor = None
+    if cfg.mano is not None:
+        from .joints import load_regressor
+
+        regressor = load_regressor(cfg.mano)
+    return measure_drift(cfg.onnx, cfg.calib, model=model, regressor=regressor)
 
 
 def _int8_target(path: str | os.PathLike[str]) -> str | None:

@@ -78,19 +78,15 @@ SYNTHETIC_EVAL_SEED = 12345
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Load the weights (seed weights announced), make or open the data, evaluate; the metrics dict."""
-    import sys
     import tempfile
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_announced
     from .data.freihand import FreiHAND
     from .errors import UsageError
 
     if (cfg.freihand is None) == (not cfg.synthetic):
         raise UsageError("give exactly one data source: --freihand DIR or --synthetic")
-    if cfg.checkpoint is None and cfg.progress:
-        print(f"note: no --checkpoint given: using seed-initialised {cfg.config} weights (not a trained model)",
-              file=sys.stderr)
-    model, _ = load_checkpoint(cfg.checkpoint, cfg.config)
+    model, _ = load_announced(cfg.checkpoint, cfg.config, announce=cfg.progress)
     reg = None
     with tempfile.TemporaryDirectory(prefix="simplehand-eval-") as tmp:
         if cfg.synthetic:

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import torch
 
 from . import __version__
 from .artifact import OnnxArtifact, utc_now
-from .checkpoint import CheckpointInfo
+from .checkpoint import CheckpointInfo, load_announced
+from .config import DEFAULT_CONFIG
 from .errors import UsageError, VerificationError
 from .fileio import atomic_path, sha256_file
 from .literals import PRECISIONS, Precision, Target
@@ -156,6 +158,38 @@ def _torch_export(model: SimpleHand, path: Path, opset: int, dynamo: bool) -> No
         torch.onnx.export(model, (x,), str(path), dynamo=False, dynamic_axes=axes, do_constant_folding=True, **kwargs)
 
 
+def _check_opset(opset: int) -> None:
+    if opset > 17 or opset < 16:
+        raise UsageError(f"--opset {opset}: use 17 (TensorRT >= 8.6) or 16 (TensorRT 8.5); >= 20 breaks GridSample")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`simplehand-deploy export`: which weights, where, how; every default is the command's."""
+
+    out: Path
+    checkpoint: Path | None = None  # None: seed-initialised weights (announced unless quiet)
+    config: str = DEFAULT_CONFIG
+    opset: int = 17
+    dynamo: bool = False
+    simplify: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_cli(cls, *, no_simplify: bool = False, quiet: bool = False, **options: Any) -> ExportConfig:
+        """Options left at None take the defaults above; the opset is checked before any weights load."""
+        cfg = cls(simplify=not no_simplify, progress=not quiet, **{k: v for k, v in options.items() if v is not None})
+        _check_opset(cfg.opset)
+        return cfg
+
+
+def run_export(cfg: ExportConfig) -> OnnxArtifact:
+    """Load the weights (seed weights announced), export and verify; the artifact written."""
+    model, info = load_announced(cfg.checkpoint, cfg.config, announce=cfg.progress)
+    return export_onnx(model, cfg.out, opset=cfg.opset, dynamo=cfg.dynamo, simplify=cfg.simplify, info=info,
+                       progress=cfg.progress)
+
+
 def export_onnx(
     model: SimpleHand,
     out: str | os.PathLike[str],
@@ -172,8 +206,7 @@ def export_onnx(
     Returns the artifact written (its path and sidecar record)."""
     import onnx
 
-    if opset > 17 or opset < 16:
-        raise UsageError(f"--opset {opset}: use 17 (TensorRT >= 8.6) or 16 (TensorRT 8.5); >= 20 breaks GridSample")
+    _check_opset(opset)
     out = Path(out)
     model = fuse(model.eval()) if not model.is_fused else model.eval()
     log = (lambda m: print(m, flush=True)) if progress else (lambda m: None)

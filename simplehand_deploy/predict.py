@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +50,15 @@ def run_model(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", b
     return {"uv": np.concatenate(uvs), "vertices": np.concatenate(verts)}
 
 
+def _check_outputs(mano: object, regressor: object, output: str | os.PathLike[str]) -> None:
+    """Options that cannot work together or an output that would be refused: said before any work."""
+    if mano and regressor:
+        raise UsageError("give either --mano or --regressor, not both")
+    out_path = Path(output)
+    if out_path.suffix != ".npz":
+        raise UsageError(f"output {out_path}: must end in .npz")
+
+
 def predict_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -62,17 +74,45 @@ def predict_file(
     from .checkpoint import load_checkpoint
     from .joints import apply_regressor, load_regressor
 
-    if mano and regressor:
-        raise UsageError("give either --mano or --regressor, not both")
+    _check_outputs(mano, regressor, output)
     images = load_images(input)
     reg = load_regressor(mano or regressor) if (mano or regressor) else None
     model, _ = load_checkpoint(checkpoint, config, fused=fused, allow_pickle=allow_pickle)
     out = run_model(model, images, device)
     if reg is not None:
         out["joints"] = apply_regressor(reg, out["vertices"]).astype(np.float32)
-    out_path = Path(output)
-    if out_path.suffix != ".npz":
-        raise UsageError(f"output {out_path}: must end in .npz")
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(Path(output)) as tmp, open(tmp, "wb") as f:
         np.savez(f, **out)
     return out
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """`simplehand-deploy predict`: crops in, weights, what to write; every default is the command's."""
+
+    input: Path
+    output: Path
+    checkpoint: Path | None = None  # None: seed-initialised weights (announced)
+    config: str = DEFAULT_CONFIG
+    fuse: bool = False
+    mano: Path | None = None
+    regressor: Path | None = None
+    device: str = "cpu"
+    allow_pickle: bool = False
+
+    @classmethod
+    def from_cli(cls, **options: Any) -> PredictConfig:
+        """Options left at None take the defaults above; --mano with --regressor, or a non-.npz output, is refused."""
+        cfg = cls(**{k: v for k, v in options.items() if v is not None})
+        _check_outputs(cfg.mano, cfg.regressor, cfg.output)
+        return cfg
+
+
+def run_predict(cfg: PredictConfig) -> dict[str, np.ndarray]:
+    """Announce seed weights, predict, write the .npz atomically; the arrays written (uv, vertices, joints)."""
+    if cfg.checkpoint is None:
+        from .checkpoint import seed_weights_note
+
+        print(seed_weights_note(cfg.config), file=sys.stderr)
+    return predict_file(cfg.input, cfg.output, checkpoint=cfg.checkpoint, config=cfg.config, fused=cfg.fuse,
+                        mano=cfg.mano, regressor=cfg.regressor, device=cfg.device, allow_pickle=cfg.allow_pickle)

@@ -24,19 +24,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import DEFAULT_CONFIG
 from .errors import UsageError
 from .fileio import utc_now
 
 LOSS_WEIGHTS = {"uv": 1.0, "joints": 10.0, "vertices": 10.0}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    config: str = "tiny"
+    """`simplehand-deploy train` (and `testing.quick_tiny_checkpoint`): every default is the command's."""
+
+    config: str = DEFAULT_CONFIG
     out: str = "runs/train"
     freihand: str | None = None
     synthetic: bool = False
-    synthetic_num: int = 512
+    synthetic_num: int = 2048
     steps: int | None = None
     epochs: int | None = None
     batch_size: int = 32
@@ -53,6 +56,20 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_cli(cls, *, quiet: bool = False, **options: Any) -> TrainConfig:
+        """Options left at None take the defaults above (paths become strings); the model variant and a length
+        (--steps or --epochs) are checked before any work."""
+        from .config import get_config
+
+        given: dict[str, Any] = {k: str(v) if isinstance(v, os.PathLike) else v
+                                 for k, v in options.items() if v is not None}
+        cfg = cls(progress=not quiet, **given)
+        get_config(cfg.config)
+        if cfg.steps is None and cfg.epochs is None:
+            raise UsageError("give --steps N or --epochs E")
+        return cfg
 
 
 def default_rotation(cfg: TrainConfig) -> float:

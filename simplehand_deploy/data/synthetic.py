@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -281,3 +283,29 @@ def generate(
             for name, data in files.items():
                 (tmp / f"{split}_{name}.json").write_text(json.dumps(data, separators=(",", ":")))
     return out
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """`simplehand-deploy synth`: where, how many, which seed; every default is the command's."""
+
+    out: Path
+    num: int = 1000
+    seed: int = 0
+    eval_num: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_cli(cls, *, quiet: bool = False, **options: Any) -> SynthConfig:
+        """Options left at None take the defaults above; `quiet` turns the progress bars off; --num < 1 refused."""
+        from ..errors import UsageError
+
+        cfg = cls(progress=not quiet, **{k: v for k, v in options.items() if v is not None})
+        if cfg.num < 1:
+            raise UsageError(f"--num must be >= 1 (got {cfg.num})")
+        return cfg
+
+
+def run_synth(cfg: SynthConfig) -> Path:
+    """Write the synthetic set `cfg` describes; the folder written."""
+    return generate(cfg.out, cfg.num, cfg.seed, eval_num=cfg.eval_num, progress=cfg.progress)

@@ -15,10 +15,22 @@ One job per module:
 
 from __future__ import annotations
 
-from .fp16 import FP16_BLOCK_OPS, convert_fp16
+from .fp16 import FP16_BLOCK_OPS, Fp16Config, convert_fp16, run_fp16
 from .graph import INT8_OPS, sensitive_nodes
 from .macs import int8_mac_share
-from .qdq import DEFAULT_PLACEMENT, DEFAULT_TARGET, METHODS, PLACEMENTS, TARGET_OPSET, TARGETS, quantize_int8
+from .qdq import (
+    DEFAULT_PLACEMENT,
+    DEFAULT_TARGET,
+    METHODS,
+    PLACEMENTS,
+    TARGET_OPSET,
+    TARGETS,
+    Int8Config,
+    Int8Result,
+    quantize_int8,
+    run_int8,
+)
 
 __all__ = ["DEFAULT_PLACEMENT", "DEFAULT_TARGET", "FP16_BLOCK_OPS", "INT8_OPS", "METHODS", "PLACEMENTS",
-           "TARGETS", "TARGET_OPSET", "convert_fp16", "int8_mac_share", "quantize_int8", "sensitive_nodes"]
+           "TARGETS", "TARGET_OPSET", "Fp16Config", "Int8Config", "Int8Result", "convert_fp16", "int8_mac_share",
+           "quantize_int8", "run_fp16", "run_int8", "sensitive_nodes"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,24 @@ def convert_fp16(
                         fp32_nodes=tuple(sorted(fp32_nodes)), io="float32")
     return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="fp16", fp16=recipe,
                                            onnx_sha256=sha256_file(out)).write()
+
+
+@dataclass(frozen=True)
+class Fp16Config:
+    """`simplehand-deploy fp16`: source graph, output, what stays FP32 besides the island."""
+
+    onnx: Path
+    out: Path
+    block: tuple[str, ...] | None = None  # op types or node names kept FP32; None: FP16_BLOCK_OPS
+
+    @classmethod
+    def from_cli(cls, **options: Any) -> Fp16Config:
+        """Options left at None (or an empty --block list) take the defaults above."""
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in options.items() if v is not None}
+        return cls(**{k: v for k, v in given.items() if v != ()})
+
+
+def run_fp16(cfg: Fp16Config) -> OnnxArtifact:
+    """Convert the graph `cfg` names; the artifact written."""
+    return convert_fp16(cfg.onnx, cfg.out, blocklist=cfg.block)

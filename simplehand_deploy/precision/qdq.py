@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..artifact import Int8Recipe, OnnxArtifact, SensitivityRepair
 from ..errors import UsageError
 from ..export import ARTIFACT_FORMAT, load_onnx
 from ..fileio import atomic_path, sha256_file
-from ..literals import METHODS, PLACEMENTS, TARGETS, Method, Placement, Quantizer, Target
+from ..literals import METHODS, PLACEMENTS, QUANTIZERS, TARGETS, Method, Placement, Quantizer, Target
 from .fp16 import FP16_BLOCK_OPS, island, to_fp16
 from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
 from .macs import int8_mac_share, qdq_count
@@ -74,6 +75,22 @@ class _Reader:
         self._it = None
 
 
+def _check_options(method: str, quantizer: str, max_drift_mm: float | None, placement: str, target: str) -> None:
+    """The INT8 options' vocabularies and combinations, checked before any work; errors name the flag."""
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    if placement not in PLACEMENTS:
+        raise UsageError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
+    if target not in TARGETS and quantizer != "modelopt":
+        raise UsageError(f"--target {target!r}: choose trt10 (TensorRT >= 10: FP16 remainder, opset 19) or trt8 "
+                         "(TensorRT 8.6: FP32 scales, opset 17)")
+    if quantizer == "modelopt" and max_drift_mm is not None:
+        raise UsageError("--max-drift-mm (sensitivity repair) belongs to --quantizer ort; ModelOpt places "
+                         "its own Q/DQ (use --exclude to keep nodes float)")
+    if quantizer not in QUANTIZERS:
+        raise UsageError(f"--quantizer {quantizer!r}: choose ort or modelopt")
+
+
 def quantize_int8(
     src: str | os.PathLike[str],
     calib: str | os.PathLike[str],
@@ -101,22 +118,11 @@ def quantize_int8(
     Measured on a trained tiny (held-out crops, minmax), placement `all`: ORT's default Q/DQ 2.54 mm mean
     vertex drift, inputs only 1.72 mm, plus float readers 1.56 mm; placement `dense`: 0.68 mm.
     """
-    if method not in METHODS:
-        raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    if placement not in PLACEMENTS:
-        raise UsageError(f"--placement {placement!r}: choose one of {', '.join(PLACEMENTS)}")
-    if target not in TARGETS and quantizer != "modelopt":
-        raise UsageError(f"--target {target!r}: choose trt10 (TensorRT >= 10: FP16 remainder, opset 19) or trt8 "
-                         "(TensorRT 8.6: FP32 scales, opset 17)")
+    _check_options(method, quantizer, max_drift_mm, placement, target)
     if quantizer == "modelopt":  # NVIDIA's quantiser in its own venv (precision/modelopt.py)
-        if max_drift_mm is not None:
-            raise UsageError("--max-drift-mm (sensitivity repair) belongs to --quantizer ort; ModelOpt places "
-                             "its own Q/DQ (use --exclude to keep nodes float)")
         from .modelopt import quantize_modelopt
 
         return quantize_modelopt(src, calib, out, method=method, exclude=exclude, target=target, progress=progress)
-    if quantizer != "ort":
-        raise UsageError(f"--quantizer {quantizer!r}: choose ort or modelopt")
     from ..calibration import load_calibration_set
     from .ort_patches import patches_verified
 
@@ -183,6 +189,77 @@ def quantize_int8(
     return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="int8",
                                            opset=TARGET_OPSET[target], int8_target=target, int8=recipe,
                                            onnx_sha256=sha256_file(out)).write()
+
+
+@dataclass(frozen=True)
+class Int8Config:
+    """`simplehand-deploy int8`: source graph, calibration set, output and the quantiser's options; every default
+    is the command's."""
+
+    onnx: Path
+    calib: Path
+    out: Path
+    method: Method = "minmax"
+    quantizer: Quantizer = "ort"
+    exclude: tuple[str, ...] = ()  # extra node names kept float
+    placement: Placement = DEFAULT_PLACEMENT
+    max_drift_mm: float | None = None  # None: no sensitivity repair
+    target: Target = DEFAULT_TARGET
+    progress: bool = True
+
+    @classmethod
+    def from_cli(cls, *, quiet: bool = False, **options: Any) -> Int8Config:
+        """Options left at None take the defaults above (lists become tuples); vocabularies and combinations are
+        checked here, before any work."""
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in options.items() if v is not None}
+        cfg = cls(progress=not quiet, **given)
+        _check_options(cfg.method, cfg.quantizer, cfg.max_drift_mm, cfg.placement, cfg.target)
+        return cfg
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """What `int8` wrote and whether the sensitivity repair (if asked for) met its budget."""
+
+    artifact: OnnxArtifact
+
+    @property
+    def repair(self) -> SensitivityRepair | None:
+        recipe = self.artifact.int8
+        return recipe.sensitivity_repair if recipe is not None else None
+
+    @property
+    def ok(self) -> bool:
+        """False when --max-drift-mm was given and the repair missed it (the command exits 1)."""
+        return self.repair is None or bool(self.repair.met)
+
+    def lines(self) -> list[str]:
+        """What the command prints: the repair's outcome (when it ran) and the artifact written."""
+        recipe, rep = self.artifact.int8, self.repair
+        out = []
+        if rep is not None:
+            out.append(f"sensitivity repair: drift {rep.drift_all_quantised_mm:.3f} -> {rep.final_drift_mm:.3f} mm "
+                       f"(budget {rep.budget_mm} mm, on {rep.checked_on_crops} held-out crops), "
+                       f"{len(rep.excluded_groups or ())} layer group(s) kept float")
+        out.append(f"wrote {self.artifact.path} ({recipe.describe() if recipe is not None else 'no INT8 record'})")
+        return out
+
+    def failure(self) -> str | None:
+        """Why the result fails verification (one line naming the artifact and the fix); None when it passes."""
+        rep = self.repair
+        if self.ok or rep is None:
+            return None
+        return (f"{self.artifact.path}: sensitivity repair missed its budget ({rep.final_drift_mm:.3f} mm > "
+                f"{rep.budget_mm} mm on {rep.checked_on_crops} held-out crops, {len(rep.excluded_groups or ())} "
+                "layer group(s) kept float); raise --max-drift-mm or calibrate on more crops")
+
+
+def run_int8(cfg: Int8Config) -> Int8Result:
+    """Quantise the graph `cfg` names; the artifact written, with the repair's verdict."""
+    return Int8Result(quantize_int8(cfg.onnx, cfg.calib, cfg.out, method=cfg.method, exclude=cfg.exclude,
+                                    quantizer=cfg.quantizer, max_drift_mm=cfg.max_drift_mm, placement=cfg.placement,
+                                    target=cfg.target, progress=cfg.progress))
 
 
 def _versions() -> dict[str, str]:

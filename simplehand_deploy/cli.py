@@ -1,7 +1,9 @@
 """Command-line interface: `simplehand-deploy` (the pipeline) and `simplehand-bench` (measurement).
 
-Each command is a thin typed layer over a library function; heavy imports happen inside the
-command bodies so `--help` is instant and never imports TensorRT. Errors become exit codes:
+Each command parses its options into one config value (`XConfig.from_cli`, in the module that owns
+the job and holds its defaults), calls one library function and renders the value it returns; no
+computation here (docs/architecture.md). Library imports happen inside the command bodies so `--help`
+is instant and never imports TensorRT. Errors become exit codes:
 UsageError -> 2, VerificationError -> 1, both printed as one line on stderr (no traceback).
 """
 

@@ -138,3 +138,25 @@ def test_seed_weights_are_announced_as_before(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     load_announced(None, "tiny")
     assert capsys.readouterr().err.strip() == SEED_NOTE
+
+
+def test_each_command_builds_one_config_and_calls_one_function():
+    """The command bodies hold no computation: one `XConfig.from_cli(...)`, one `run_*`/`train` call, then render;
+    no weights, regressors or variants are looked up in the CLI."""
+    import ast
+
+    import simplehand_deploy.cli as cli
+
+    tree = ast.parse(Path(cli.__file__).read_text())
+    bodies = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    names = {"predict": "predict", "synth": "synth", "calib-set": "calib_set", "train": "train", "eval": "eval_cmd",
+             "export": "export", "fp16": "fp16", "int8": "int8", "drift": "drift"}
+    assert set(names) == set(CONFIGS)
+    for command, func in names.items():
+        calls = [n.func for n in ast.walk(bodies[func]) if isinstance(n, ast.Call)]
+        called = [c.attr if isinstance(c, ast.Attribute) else getattr(c, "id", "") for c in calls]
+        assert called.count("from_cli") == 1, (command, called)
+        runs = [c for c in called if c.startswith("run_")]
+        assert len(runs) == 1, (command, called)
+        assert not {"load_checkpoint", "load_announced", "load_regressor", "get_config"} & set(called), command
+        assert "UsageError" not in ast.dump(bodies[func]), command

@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--max-wait", type=float, default=300.0, help="longest wait per pair (s)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    from simplehand_deploy.bench.results import markdown_rows
     from simplehand_deploy.env import fingerprint
 
     env = fingerprint()
@@ -137,14 +138,16 @@ def main() -> int:
                f"busy pairs: {caught}/{len(record['busy'])} failed with exit 1 -> {'ok' if ok_busy else 'MISSED'}")
     (out / "gate_check.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
-    rows = [f"| {e['pair']} | {'busy' if e in record['busy'] else 'identical'} | {e['baseline']['load_1min']} / "
-            f"{e['current']['load_1min']} | {', '.join(f'b{k} {v:+.1%}' for k, v in e['p50_change'].items())} | "
-            f"{e['exit']} | {e['verdict']} |" for e in record["identical"] + record["busy"]]
+    table = markdown_rows(
+        ("pair", "kind", "load 1 min (baseline / current)", "p50 change", "exit", "verdict"),
+        ((e["pair"], "busy" if e in record["busy"] else "identical",
+          f"{e['baseline']['load_1min']} / {e['current']['load_1min']}",
+          ", ".join(f"b{k} {v:+.1%}" for k, v in e["p50_change"].items()), e["exit"], e["verdict"])
+         for e in record["identical"] + record["busy"]))
     (out / "gate_check.md").write_text(
         f"# Regression gate check ({env['device_name']}, {env['cpu_count']} CPUs)\n\n`{record['command']}`: "
         f"`simplehand-bench latency {record['latency_args']}` twice, then `simplehand-bench regress` at its "
-        f"defaults.\n\n{summary}\n\n| pair | kind | load 1 min (baseline / current) | p50 change | exit | verdict |\n"
-        "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        f"defaults.\n\n{summary}\n\n" + table)
     print(summary)
     print(f"results: {out}")
     return 0 if ok_identical and ok_busy else 1

@@ -261,17 +261,17 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table_md(rows: list[dict[str, Any]]) -> str:
-    head = ("| variant | remainder | INT8 MAC share | Q/DQ nodes | held-out drift mean (mm) | p99 (mm) | uv (px) "
-            "| PA-MPVPE (mm) | fake-quant CPU p50 (ms) |\n|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
-    for r in rows:
+    from simplehand_deploy.bench.results import markdown_rows
+
+    def cells(r: dict[str, Any]) -> tuple[Any, ...]:
         if r["status"] != "ok":
-            lines.append(f"| {r['variant']} | {r['status']} |" + " |" * 7)
-            continue
-        lines.append(f"| {r['variant']} | {r['remainder_dtype']} | {100 * r['int8_mac_share']:.1f}% | {r['qdq_nodes']} "
-                     f"| {r['vertex_drift_mean_mm']:.3f} | {r['vertex_drift_p99_mm']:.3f} "
-                     f"| {r['uv_drift_mean_px']:.3f} | {r['pa_mpvpe_mm']:.2f} | {r['cpu_fake_quant_ms']:.2f} |")
-    return head + "\n".join(lines) + "\n"
+            return (r["variant"], r["status"], *[""] * 7)
+        return (r["variant"], r["remainder_dtype"], f"{100 * r['int8_mac_share']:.1f}%", r["qdq_nodes"],
+                f"{r['vertex_drift_mean_mm']:.3f}", f"{r['vertex_drift_p99_mm']:.3f}", f"{r['uv_drift_mean_px']:.3f}",
+                f"{r['pa_mpvpe_mm']:.2f}", f"{r['cpu_fake_quant_ms']:.2f}")
+
+    return markdown_rows(("variant", "remainder", "INT8 MAC share", "Q/DQ nodes", "held-out drift mean (mm)",
+                          "p99 (mm)", "uv (px)", "PA-MPVPE (mm)", "fake-quant CPU p50 (ms)"), map(cells, rows))
 
 
 def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -441,13 +441,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep_md(rows: list[dict[str, Any]]) -> str:
+    from simplehand_deploy.bench.results import markdown_rows
+
     nums = sorted({r["calib_num"] for r in rows})
     names = list(dict.fromkeys(r["variant"] for r in rows))
     val = {(r["variant"], r["calib_num"]): r["vertex_drift_mean_mm"] for r in rows}
-    out = "| variant | " + " | ".join(f"{n} crops" for n in nums) + " |\n|---|" + "---|" * len(nums) + "\n"
-    for name in names:
-        out += f"| {name} | " + " | ".join(f"{val[(name, n)]:.3f}" for n in nums) + " |\n"
-    return out
+    return markdown_rows(("variant", *(f"{n} crops" for n in nums)),
+                         ((name, *(f"{val[(name, n)]:.3f}" for n in nums)) for name in names))
 
 
 if __name__ == "__main__":

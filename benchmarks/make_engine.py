@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-num", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    from simplehand_deploy.bench.results import markdown_rows
     from simplehand_deploy.env import details
 
     load = os.getloadavg()[0]
@@ -84,12 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     kind = sidecar.get("weights_kind")
     lines = [f"# make engine ({args.config}, {args.calib_num} calibration crops, {kind} weights)",
              "", f"`{record['command']}` on {env['cpu_model']} ({env['cpu_count']} CPUs), 1-min load average at "
-             f"start {load:.1f}", "", "| run | wall s | CPU s (user+sys) | peak RSS GB | built | reused | exit |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, r in (("first", first), ("re-run", again)):
-        if r:
-            lines.append(f"| {name} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_gb']} | {r['built']} | "
-                         f"{r['reused']} | {r['exit']} |")
+             f"start {load:.1f}", "",
+             markdown_rows(("run", "wall s", "CPU s (user+sys)", "peak RSS GB", "built", "reused", "exit"),
+                           ((name, r["wall_s"], r["cpu_s"], r["peak_rss_gb"], r["built"], r["reused"], r["exit"])
+                            for name, r in (("first", first), ("re-run", again)) if r)).rstrip("\n")]
     lines += ["", f"export {record['export_s']} s, onnxsim {first['onnxsim_nodes']} nodes, parity (max abs, ORT vs "
               f"PyTorch) {record['parity_max_abs']}"]
     (out / "make_engine.md").write_text("\n".join(lines) + "\n")

@@ -62,14 +62,15 @@ def variants(methods: list[str], max_drift_mm: float) -> list[dict[str, Any]]:
 
 
 def table_md(rows: list[dict[str, Any]]) -> str:
-    head = ("| variant | target | placement | method | INT8 MAC share | mean drift (mm) | p99 (mm) | uv (px) "
-            "| PA-MPVPE (mm) |\n|---|---|---|---|---|---|---|---|---|\n")
+    from simplehand_deploy.bench.results import markdown_rows
 
-    return head + "".join(
-        f"| {r['variant']} | {r['int8_target'] or '–'} | {r['placement'] or '–'} | {r['method'] or '–'} | "
-        f"{'–' if r['int8_mac_share'] is None else format(100 * r['int8_mac_share'], '.1f') + '%'} | "
-        f"{r['vertex_drift_mean_mm']:.3f} | {r['vertex_drift_p99_mm']:.3f} | {r['uv_drift_mean_px']:.3f} | "
-        f"{r['pa_mpvpe_mm']:.2f} |\n" for r in rows)
+    return markdown_rows(
+        ("variant", "target", "placement", "method", "INT8 MAC share", "mean drift (mm)", "p99 (mm)", "uv (px)",
+         "PA-MPVPE (mm)"),
+        ((r["variant"], r["int8_target"] or "–", r["placement"] or "–", r["method"] or "–",
+          "–" if r["int8_mac_share"] is None else format(100 * r["int8_mac_share"], ".1f") + "%",
+          f"{r['vertex_drift_mean_mm']:.3f}", f"{r['vertex_drift_p99_mm']:.3f}", f"{r['uv_drift_mean_px']:.3f}",
+          f"{r['pa_mpvpe_mm']:.2f}") for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:

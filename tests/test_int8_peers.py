@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from mdtable import table_rows
 
 _SPEC = importlib.util.spec_from_file_location("int8_peers", Path(__file__).parents[1] / "benchmarks" / "int8_peers.py")
 assert _SPEC is not None and _SPEC.loader is not None
@@ -41,7 +42,8 @@ def test_sweep_table_lists_every_size():
     rows = [{"variant": v, "calib_num": n, "vertex_drift_mean_mm": d}
             for v, d in (("ours dense", 0.5), ("modelopt max fp16", 2.0)) for n in (16, 32)]
     md = peers.sweep_md(rows)
-    assert "| variant | 16 crops | 32 crops |" in md and "| modelopt max fp16 | 2.000 | 2.000 |" in md
+    assert table_rows(md) == [{"variant": "ours dense", "16 crops": "0.500", "32 crops": "0.500"},
+                              {"variant": "modelopt max fp16", "16 crops": "2.000", "32 crops": "2.000"}]
 
 
 def test_diagnostic_modelopt_row_is_not_the_bar():

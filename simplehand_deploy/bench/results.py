@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,27 @@ def to_markdown(df: pl.DataFrame, columns: list[str] | None = None) -> str:
 
 
 def markdown_table(cells: pl.DataFrame) -> str:
-    """A frame of display strings as a markdown table (polars' own layout; `|` inside a cell escaped)."""
+    """A frame of display strings as a GitHub markdown table, laid out by polars (`tbl_formatting="MARKDOWN"`).
+
+    Cells are made table-safe first: `|` escaped, line breaks as spaces, null as an empty cell; every
+    row and column is shown, nothing truncated.
+    """
     if not cells.columns:
         return ""
-    escaped = cells.with_columns(pl.col(c).str.replace_all("|", "\\|", literal=True) for c in cells.columns)
+    safe = cells.with_columns(
+        pl.col(c).cast(pl.Utf8).fill_null("").str.replace_all("|", "\\|", literal=True)
+        .str.replace_all(r"\r?\n", " ") for c in cells.columns)
+    longest = max([len(c) for c in safe.columns] + [n for c in safe.columns for n in safe[c].str.len_chars()
+                                                     .drop_nulls().to_list()])
     with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True,
-                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=10_000, tbl_width_chars=65_000):
-        return str(escaped) + "\n"
+                   tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=max(longest, 8), tbl_width_chars=-1):
+        return str(safe) + "\n"
+
+
+def markdown_rows(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """`markdown_table` over plain rows: one display string per cell (None becomes an empty cell)."""
+    data = [[None if v is None else str(v) for v in row] for row in rows]
+    return markdown_table(pl.DataFrame(data, schema=dict.fromkeys(header, pl.Utf8), orient="row"))
 
 
 def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[str, Any] | None = None) -> Path:

@@ -192,6 +192,26 @@ def load_calibration_set(path: str | os.PathLike[str], verify: bool = True) -> C
     return CalibrationSet(p, images, labels.get("uv"), labels.get("xyz"), labels.get("vertices"), manifest, digest)
 
 
+def calibration_set_matches(
+    out: str | os.PathLike[str],
+    *,
+    freihand: str | os.PathLike[str] | None = None,
+    synthetic: bool = False,
+    split: str = "training",
+    num: int = 64,
+    seed: int = 0,
+    scale_enlarge: float = 1.25,
+) -> bool:
+    """`out` holds a set built with exactly these settings whose files verify against its manifest."""
+    source = f"synthetic:seed={seed}" if synthetic else str(Path(freihand).resolve()) if freihand else ""
+    wanted = _settings(source, split, num, seed, scale_enlarge)
+    try:
+        existing = load_calibration_set(out, verify=True)
+    except UsageError:
+        return False
+    return all(existing.manifest.get(k) == v for k, v in wanted.items())
+
+
 def ensure_calibration_set(
     out: str | os.PathLike[str],
     *,
@@ -204,13 +224,8 @@ def ensure_calibration_set(
     progress: bool = True,
 ) -> Path:
     """Reuse `out` only when it was built with exactly these settings and verifies; else rebuild."""
-    source = f"synthetic:seed={seed}" if synthetic else str(Path(freihand).resolve()) if freihand else ""
-    wanted = _settings(source, split, num, seed, scale_enlarge)
-    try:
-        existing = load_calibration_set(out, verify=True)
-        if all(existing.manifest.get(k) == v for k, v in wanted.items()):
-            return Path(out)
-    except UsageError:
-        pass
-    return build_calibration_set(out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
-                                 scale_enlarge=scale_enlarge, progress=progress)
+    settings: dict[str, Any] = {"freihand": freihand, "synthetic": synthetic, "split": split, "num": num,
+                                "seed": seed, "scale_enlarge": scale_enlarge}
+    if calibration_set_matches(out, **settings):
+        return Path(out)
+    return build_calibration_set(out, **settings, progress=progress)

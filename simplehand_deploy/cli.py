@@ -344,16 +344,6 @@ def drift(
 # simplehand-deploy: TensorRT build and `engine` (issue 6)
 # ============================================================================================
 
-def _profile(text: str) -> tuple[int, int, int]:
-    try:
-        lo, opt, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64") from None
-    if not 1 <= lo <= opt <= hi:
-        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. 1,8,64")
-    return lo, opt, hi
-
-
 @deploy.command()
 def build(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX artifact (fp32, fp16 or Q/DQ int8).")],
@@ -369,10 +359,10 @@ def build(
                                        "(--no-tf32: true FP32; recorded in the key and sidecar).")] = True,
 ) -> None:
     """Build (or reuse) a TensorRT engine: name-based API, flags on TRT < 10, strongly typed on >= 10."""
-    from .trt.build import build_engine
+    from .trt.build import BuildConfig, run_build
 
-    art = build_engine(onnx, precision=precision, profile=_profile(profile), workspace_mb=workspace_mb,
-                       opt_level=opt_level, out_dir=out, force=force, tf32=tf32)
+    art = run_build(BuildConfig.from_cli(onnx=onnx, precision=precision, out=out, profile=profile,
+                                         workspace_mb=workspace_mb, opt_level=opt_level, force=force, tf32=tf32))
     _say(f"{'reused' if art.cached else 'built'} {art.plan} (key {art.key}, {art.seconds:.0f} s)")
 
 
@@ -413,11 +403,11 @@ def engine(
     """The main job (`make engine`): calibration set, weights, FP32/FP16/INT8 ONNX, TensorRT engines if possible."""
     from rich.console import Console
 
-    from .pipeline import run_engine_job, summary_table
+    from .pipeline import EngineJobConfig, run_engine_job, summary_table
 
-    job = run_engine_job(config=config, checkpoint=checkpoint, freihand=freihand, calib_num=calib_num, out=out,
-                         precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()), method=method,
-                         profile=_profile(profile), quiet=quiet, tf32=tf32)
+    job = run_engine_job(EngineJobConfig.from_cli(config=config, checkpoint=checkpoint, freihand=freihand,
+                                                  calib_num=calib_num, out=out, precisions=precisions, method=method,
+                                                  profile=profile, quiet=quiet, tf32=tf32))
     Console(stderr=True).print(summary_table(job))
     if job.failed:
         raise VerificationError("some artifacts failed to build (see the summary)")
@@ -440,12 +430,12 @@ def triton(
                                         "when tritonclient is installed.")] = True,
 ) -> None:
     """Write a Triton model repository: <name>/config.pbtxt (dynamic batching) + <name>/1/model.plan|onnx."""
-    from .triton import export_triton, validate_repository
+    from .triton import TritonConfig, write_repository
 
-    model_dir = export_triton(out, engine=engine, onnx=onnx, name=name, max_batch=max_batch)
-    checked = check and validate_repository(model_dir)
-    _say(f"triton: wrote {model_dir}" + (" (config.pbtxt checked against Triton's ModelConfig schema)" if checked
-                                           else ""))
+    model = write_repository(TritonConfig.from_cli(out=out, engine=engine, onnx=onnx, name=name, max_batch=max_batch,
+                                                   check=check))
+    _say(f"triton: wrote {model.model_dir}" + (" (config.pbtxt checked against Triton's ModelConfig schema)"
+                                                 if model.checked else ""))
 
 
 # ============================================================================================
@@ -593,18 +583,18 @@ def regress(
     """Gate a run against a baseline: exit 1 on a regression, 0 when clean, 2 on bad input."""
     from rich.console import Console
 
-    from .bench.baseline import gate
-    from .bench.regress import render_table
+    from .bench.baseline import GateConfig, gate
+    from .bench.regress import failure_line, render_table
 
-    result = gate(baseline, current, latency_tol=latency_tol, drift_tol_mm=drift_tol_mm,
-                  allow_env_change=allow_env_change, device=device, junit=junit, markdown=markdown)
+    result = gate(GateConfig.from_cli(baseline=baseline, current=current, latency_tol=latency_tol,
+                                      drift_tol_mm=drift_tol_mm, allow_env_change=allow_env_change, device=device,
+                                      junit=junit, markdown=markdown))
     report = result.report
     _say(f"regress: baseline {result.baseline} vs current {result.current}", quiet)
     if not quiet:
         Console(width=max(Console().width, 160)).print(render_table(report))
     if not report.passed:
-        names = ", ".join(f"{r.name} ({r.verdict})" for r in report.failures)
-        raise VerificationError(f"{report.summary()}: {names}")
+        raise VerificationError(failure_line(report))
     _say(report.summary())
 
 
@@ -616,11 +606,10 @@ def baseline_cmd(
     device: Annotated[str | None, typer.Option("--device", help="Device slug to pick from a results root.")] = None,
 ) -> None:
     """Record a run as this device's baseline: <out>/<device-slug>.json (+ .parquet), written atomically."""
-    from .bench.baseline import load_frame, write_baseline
+    from .bench.baseline import record_baseline
 
-    df, path = load_frame(source, slug=device, label="--from")
-    written = write_baseline(df, out, source=str(path))
-    _say(f"baseline: wrote {written} and {written.with_suffix('.parquet').name} ({df.height} rows from {path})")
+    rec = record_baseline(source, out, device=device)
+    _say(f"baseline: wrote {rec.json} and {rec.parquet.name} ({rec.rows} rows from {rec.source})")
 
 
 @bench.command()
@@ -635,9 +624,9 @@ def report(
 
     from .bench.report import render_table, write_report
 
-    md, summary, notes = write_report(results, out)
-    for note in notes:
+    fleet = write_report(results, out)
+    for note in fleet.notes:
         _say(f"note: {note}", quiet)
     if not quiet:
-        Console(width=max(Console().width, 160)).print(render_table(summary))
-    _say(f"report: {summary['device_name'].n_unique()} device(s), {summary.height} rows -> {md}", quiet)
+        Console(width=max(Console().width, 160)).print(render_table(fleet.summary))
+    _say(fleet.line(), quiet)

@@ -13,7 +13,7 @@ Method = Literal["minmax", "entropy", "percentile"]
 Placement = Literal["dense", "all"]
 Target = Literal["trt10", "trt8"]
 Quantizer = Literal["ort", "modelopt"]
-StepStatus = Literal["built", "reused", "ready", "skipped", "failed"]
+StepStatus = Literal["built", "reused", "skipped", "failed"]
 
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 METHODS: tuple[Method, ...] = get_args(Method)

@@ -71,7 +71,7 @@ class StepResult:
     """One row of the job's summary: which artifact, what happened to it, where it is, and why."""
 
     artifact: str
-    status: StepStatus  # built | reused | ready (the calibration set) | skipped | failed
+    status: StepStatus  # built (made now) | reused (found valid) | skipped | failed
     path: str = ""
     note: str = ""
     hint: str = ""  # how to get what a skipped step needs (printed once under the table)
@@ -94,56 +94,76 @@ class EngineJob:
         return any(s.status == "failed" for s in self.steps)
 
 
-def run_engine_job(
-    config: str = DEFAULT_CONFIG,
-    checkpoint: str | os.PathLike[str] | None = None,
-    freihand: str | os.PathLike[str] | None = None,
-    calib_num: int = 64,
-    out: str | os.PathLike[str] = "engines",
-    calib_dir: str | os.PathLike[str] = "calibration",
-    precisions: tuple[str, ...] = PRECISIONS,
-    method: Method = "minmax",
-    profile: tuple[int, int, int] = (1, 8, 64),
-    quiet: bool = False,
-    tf32: bool = True,
-) -> EngineJob:
-    """Run the whole job; returns one summary step per artifact (what, status, path, why).
+@dataclass(frozen=True)
+class EngineJobConfig:
+    """`make engine` / `simplehand-deploy engine`: what to build, from what, where; every default is the library's."""
 
-    `tf32=False` builds the TensorRT engines without TensorRT's default TF32 (`engine --no-tf32`).
-    """
+    config: str = DEFAULT_CONFIG
+    checkpoint: str | os.PathLike[str] | None = None
+    freihand: str | os.PathLike[str] | None = None  # None: synthetic FreiHAND-format hands
+    calib_num: int = 64
+    out: str | os.PathLike[str] = "engines"
+    calib_dir: str | os.PathLike[str] = "calibration"
+    precisions: tuple[str, ...] = PRECISIONS
+    method: Method = "minmax"
+    profile: tuple[int, int, int] = (1, 8, 64)
+    quiet: bool = False
+    tf32: bool = True  # False: engines without TensorRT's default TF32 (`engine --no-tf32`)
+
+    @classmethod
+    def from_cli(cls, *, precisions: str | None = None, profile: str | None = None, **options: Any) -> EngineJobConfig:
+        """Options left at None take the defaults above; `precisions` is a comma list, `profile` MIN,OPT,MAX."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if precisions is not None:
+            given["precisions"] = tuple(p.strip() for p in precisions.split(",") if p.strip())
+        if profile is not None:
+            from .trt.build import parse_profile
+
+            given["profile"] = parse_profile(profile)
+        return cls(**given)
+
+
+def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> EngineJob:
+    """Run the whole job (`job`, or an `EngineJobConfig` from the keyword options); returns one summary step per
+    artifact (what, status, path, why)."""
+    cfg = job if job is not None else EngineJobConfig(**options)
     from .checkpoint import load_checkpoint
 
-    bad = [p for p in precisions if p not in PRECISIONS]
+    bad = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad:
         raise UsageError(f"unknown precision(s) {bad}: choose from {', '.join(PRECISIONS)}")
-    out = Path(out)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    calib, calib_step = _calibration(freihand, calib_num, Path(calib_dir), quiet)
-    if checkpoint is None:
-        _log(f"[2/4] weights: NONE GIVEN -> seed-initialised {config} weights (NOT a trained model; "
-             "pass WEIGHTS=path for real numbers)", quiet)
+    calib, calib_step = _calibration(cfg.freihand, cfg.calib_num, Path(cfg.calib_dir), cfg.quiet)
+    if cfg.checkpoint is None:
+        _log(f"[2/4] weights: NONE GIVEN -> seed-initialised {cfg.config} weights (NOT a trained model; "
+             "pass WEIGHTS=path for real numbers)", cfg.quiet)
     else:
-        _log(f"[2/4] weights: {checkpoint}", quiet)
-    model, info = load_checkpoint(checkpoint, config)
-    _log(f"[3/4] ONNX artifacts in {out}/", quiet)
-    onnx_for, onnx_steps = _onnx_artifacts(model, info, out, calib, precisions, method, quiet)
-    _log("[4/4] TensorRT engines", quiet)
-    engine_steps = _engines(onnx_for, precisions, profile, out, quiet, tf32=tf32)
-    _log(f"done in {time.time() - t0:.0f} s", quiet)
+        _log(f"[2/4] weights: {cfg.checkpoint}", cfg.quiet)
+    model, info = load_checkpoint(cfg.checkpoint, cfg.config)
+    _log(f"[3/4] ONNX artifacts in {out}/", cfg.quiet)
+    onnx_for, onnx_steps = _onnx_artifacts(model, info, out, calib, cfg.precisions, cfg.method, cfg.quiet)
+    _log("[4/4] TensorRT engines", cfg.quiet)
+    engine_steps = _engines(onnx_for, cfg.precisions, cfg.profile, out, cfg.quiet, tf32=cfg.tf32)
+    _log(f"done in {time.time() - t0:.0f} s", cfg.quiet)
     return EngineJob((calib_step, *onnx_steps, *engine_steps))
 
 
 def _calibration(freihand: str | os.PathLike[str] | None, num: int, calib_dir: Path,
                  quiet: bool) -> tuple[Path, StepResult]:
-    from .calibration import ensure_calibration_set
+    """The set `make engine` calibrates on: `reused` when one with these settings verifies, else `built`."""
+    from .calibration import build_calibration_set, calibration_set_matches
 
     name = f"freihand-{num}" if freihand else f"synthetic-{num}"
     _log(f"[1/4] calibration set calibration/{name} ({'FreiHAND ' + str(freihand) if freihand else 'synthetic'})",
          quiet)
-    calib = ensure_calibration_set(calib_dir / name, freihand=freihand, synthetic=freihand is None, num=num, seed=0,
-                                   progress=not quiet)
-    return calib, StepResult("calibration set", "ready", str(calib), f"{num} crops")
+    settings: dict[str, Any] = {"freihand": freihand, "synthetic": freihand is None, "num": num, "seed": 0}
+    calib = calib_dir / name
+    if calibration_set_matches(calib, **settings):
+        return calib, StepResult("calibration set", "reused", str(calib), f"{num} crops")
+    calib = build_calibration_set(calib, **settings, progress=not quiet)
+    return calib, StepResult("calibration set", "built", str(calib), f"{num} crops")
 
 
 def _onnx_artifacts(model: Any, info: Any, out: Path, calib: Path, precisions: tuple[str, ...], method: Method,
@@ -231,7 +251,7 @@ def summary_table(steps: Iterable[StepResult]) -> Any:
     table.add_column("status", no_wrap=True)
     table.add_column("path", overflow="fold")
     table.add_column("note")
-    colours = {"built": "green", "reused": "cyan", "ready": "cyan", "skipped": "yellow", "failed": "red"}
+    colours = {"built": "green", "reused": "cyan", "skipped": "yellow", "failed": "red"}
     for s in steps:
         status = f"[{colours.get(s.status, 'white')}]{s.status}[/]"
         table.add_row(escape(s.artifact), status, escape(s.path), escape(s.note))

@@ -240,6 +240,36 @@ def validate_config(text: str) -> Any:
         raise UsageError(f"config.pbtxt does not parse as Triton ModelConfig: {exc}") from None
 
 
+@dataclass(frozen=True)
+class TritonConfig:
+    """`simplehand-deploy triton`: which artifact goes into which repository under which name."""
+
+    out: Path
+    engine: Path | None = None
+    onnx: Path | None = None
+    name: str = "simplehand"
+    max_batch: int | None = None  # None: the engine profile's max (from TensorRT or the sidecar)
+    check: bool = True  # parse config.pbtxt with Triton's schema when tritonclient is installed
+
+    @classmethod
+    def from_cli(cls, **options: Any) -> TritonConfig:
+        return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class TritonModel:
+    """What `write_repository` wrote: the model folder, and whether Triton's schema checked its config."""
+
+    model_dir: Path
+    checked: bool
+
+
+def write_repository(cfg: TritonConfig) -> TritonModel:
+    """The `triton` command: write the model (`export_triton`), then check its config when asked and possible."""
+    model_dir = export_triton(cfg.out, engine=cfg.engine, onnx=cfg.onnx, name=cfg.name, max_batch=cfg.max_batch)
+    return TritonModel(model_dir, cfg.check and validate_repository(model_dir))
+
+
 def validate_repository(model_dir: Path) -> bool:
     """Check `<model_dir>/config.pbtxt` against Triton's schema when tritonclient is installed (False: it is not,
     nothing checked); UsageError when the text does not parse."""

@@ -81,6 +81,20 @@ def test_make_baseline_then_regress_flow(tmp_path: Path) -> None:
     assert _run(bench, ["baseline", "--from", str(tmp_path / "nothing")]) == 2
 
 
+def test_record_baseline_says_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simplehand_deploy.bench.baseline import record_baseline
+
+    run = make_run()
+    folder = _write(run, tmp_path / "results" / "20260101-000000-nvidia-h100-80gb-hbm3")
+    rec = record_baseline(tmp_path / "results", tmp_path / "b")
+    assert (rec.json, rec.parquet) == (tmp_path / "b" / "nvidia-h100-80gb-hbm3.json",
+                                       tmp_path / "b" / "nvidia-h100-80gb-hbm3.parquet")
+    assert rec.rows == run.height and rec.source == folder and rec.parquet.is_file()
+    assert _run(bench, ["baseline", "--from", str(folder), "--out", str(tmp_path / "c")]) == 0
+    assert capsys.readouterr().err.strip() == (f"baseline: wrote {tmp_path / 'c' / 'nvidia-h100-80gb-hbm3.json'} and "
+                                               f"nvidia-h100-80gb-hbm3.parquet ({run.height} rows from {folder})")
+
+
 def test_samples_stay_in_the_parquet_and_reach_the_gate(tmp_path: Path) -> None:
     """The reviewed JSON carries no per-iteration samples; reading the baseline attaches them from the .parquet."""
     lat = pl.col("measurement") == "latency"

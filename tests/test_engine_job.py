@@ -10,6 +10,7 @@ from teeth import assert_discriminates
 
 from simplehand_deploy._deps import tensorrt_or_none
 from simplehand_deploy.cli import _run, deploy
+from simplehand_deploy.errors import UsageError
 
 NO_TRT = tensorrt_or_none() is None
 
@@ -28,6 +29,7 @@ def test_engine_job_leaves_onnx_artifacts_with_sidecars(job):
     """Without TensorRT both INT8 targets are written: trt10 (TensorRT >= 10) and trt8 (TensorRT 8.6)."""
     root, rows = job
     assert [r.status for r in rows if r.artifact.startswith("ONNX")] == ["built"] * 4
+    assert rows.steps[0].artifact == "calibration set" and rows.steps[0].status == "built"  # made now
     for name, precision, opset in (("fp32", "fp32", 17), ("fp16", "fp16", 17), ("int8-trt10", "int8", 19),
                                    ("int8-trt8", "int8", 17)):
         onnx = root / "engines" / f"simplehand-tiny-seed0-{name}.onnx"
@@ -70,6 +72,28 @@ def test_engine_job_reuses_artifacts(job):
     root, _ = job
     rows = run_engine_job(config="tiny", calib_num=6, out=root / "engines", calib_dir=root / "calibration", quiet=True)
     assert {r.status for r in rows if r.artifact.startswith("ONNX")} == {"reused"}
+    assert rows.steps[0].artifact == "calibration set" and rows.steps[0].status == "reused"  # found valid
+
+
+def test_step_statuses_are_the_issues_four():
+    from typing import get_args, get_type_hints
+
+    from simplehand_deploy.pipeline import StepResult
+
+    assert get_args(get_type_hints(StepResult)["status"]) == ("built", "reused", "skipped", "failed")
+
+
+def test_calibration_set_matches_only_its_own_settings(tmp_path):
+    from simplehand_deploy.calibration import build_calibration_set, calibration_set_matches
+
+    out = tmp_path / "synthetic-4"
+    assert not calibration_set_matches(out, synthetic=True, num=4)  # nothing there
+    build_calibration_set(out, synthetic=True, num=4, seed=0, progress=False)
+    assert calibration_set_matches(out, synthetic=True, num=4)
+    assert not calibration_set_matches(out, synthetic=True, num=5)
+    assert not calibration_set_matches(out, synthetic=True, num=4, seed=1)
+    (out / "manifest.json").write_text((out / "manifest.json").read_text().replace('"num": 4', '"num": 3'))
+    assert not calibration_set_matches(out, synthetic=True, num=4)  # an edited manifest is not this set
 
 
 def test_engine_job_rebuilds_int8_of_another_recipe(job, tmp_path):
@@ -177,3 +201,14 @@ def test_int8_targets_follow_the_local_tensorrt():
     assert int8_targets(None, detect=False) == ("trt10", "trt8")
     if NO_TRT:
         assert int8_targets() == ("trt10", "trt8")
+
+
+def test_engine_job_config_from_the_command_line():
+    from simplehand_deploy.pipeline import EngineJobConfig
+
+    cfg = EngineJobConfig.from_cli(config="tiny", precisions=" fp32, int8,", profile="2,4,8", checkpoint=None)
+    assert cfg.precisions == ("fp32", "int8") and cfg.profile == (2, 4, 8) and cfg.checkpoint is None
+    assert EngineJobConfig.from_cli() == EngineJobConfig()
+    assert EngineJobConfig().precisions == ("fp32", "fp16", "int8") and EngineJobConfig().profile == (1, 8, 64)
+    with pytest.raises(UsageError, match="--profile '8,1'"):
+        EngineJobConfig.from_cli(profile="8,1")

@@ -9,9 +9,17 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from mdtable import table_rows
 from rich.console import Console
 
-from simplehand_deploy.bench.regress import compare, parse_tolerance, render_table, to_junit, to_markdown
+from simplehand_deploy.bench.regress import (
+    compare,
+    failure_line,
+    parse_tolerance,
+    render_table,
+    to_junit,
+    to_markdown,
+)
 from simplehand_deploy.cli import _run, bench
 from simplehand_deploy.errors import UsageError
 
@@ -85,8 +93,10 @@ def test_30_percent_slower_row_fails_and_is_named_everywhere() -> None:
     assert {c.metric for c in failed.checks if c.failed} == {"latency_p50_ms", "throughput_img_s"}
     assert "tensorrt/int8/b8/latency" in _text(render_table(report))
     md = to_markdown(report)
-    assert "`tensorrt/int8/b8/latency` | **regression**" in md
-    assert "+30.0%" in md
+    row = next(r for r in table_rows(md) if r["row"] == "`tensorrt/int8/b8/latency`")
+    assert row["verdict"] == "**regression**" and "+30.0%" in md
+    assert table_rows(md)[0]["row"] == "`tensorrt/int8/b8/latency`"  # failures first
+    assert failure_line(report) == f"{report.summary()}: tensorrt/int8/b8/latency (regression)"
 
     root = ET.fromstring(to_junit(report))
     cases = root.findall(".//testcase")
@@ -312,6 +322,8 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 1
     captured = capsys.readouterr()
     assert "tensorrt/int8/b8/latency" in captured.out + captured.err
+    assert captured.err.splitlines()[-1].startswith("error: ") and \
+        captured.err.splitlines()[-1].endswith(": tensorrt/int8/b8/latency (regression)")
     assert "tensorrt/int8/b8/latency" in md.read_text()
     assert ET.parse(junit).getroot().find(".//failure") is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from mdtable import table_rows
 from test_regress import make_run
 
 from simplehand_deploy.bench.report import merge_results, summary_frame, write_report
@@ -37,7 +38,14 @@ def test_two_devices_one_table(tmp_path: Path) -> None:
     int8 = summary.filter((pl.col("device_name") == "NVIDIA Jetson Orin Nano") & (pl.col("precision") == "int8"))
     assert int8["vertex_drift_mean_mm"].to_list() == [1.1, 1.1]
     text = md.read_text()
-    assert text.count("| NVIDIA H100 80GB HBM3 |") == 6 and text.count("| NVIDIA Jetson Orin Nano |") == 4
+    rows = table_rows(text)
+    assert len(rows) == summary.height and list(rows[0]) == [
+        "device", "runner", "precision", "batch", "status", "timing", "p50 ms", "p99 ms", "img/s", "speedup",
+        "drift mean mm", "drift max mm"]
+    assert [r["device"] for r in rows].count("NVIDIA H100 80GB HBM3") == 6
+    assert [r["device"] for r in rows].count("NVIDIA Jetson Orin Nano") == 4
+    assert {r["drift mean mm"] for r in rows if r["device"] == "NVIDIA Jetson Orin Nano" and r["precision"] == "int8"} \
+        == {"1.1"}
     for name in ("throughput.png", "latency_vs_batch.png"):
         data = (tmp_path / "report" / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000

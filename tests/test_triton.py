@@ -125,3 +125,18 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (tmp_path / "repo" / "simplehand" / "config.pbtxt").is_file()
     assert _run(deploy, ["triton", "--onnx", str(src), "--engine", str(src), "--out", str(tmp_path / "r")]) == 2
     assert _run(deploy, ["triton", "--onnx", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "r")]) == 2
+    capsys.readouterr()
+    assert _run(deploy, ["triton", "--onnx", str(src), "--out", str(tmp_path / "r5"), "--no-check"]) == 0
+    assert capsys.readouterr().err.strip() == f"triton: wrote {tmp_path / 'r5' / 'simplehand'}"
+
+
+def test_write_repository_checks_only_when_asked(tmp_path: Path) -> None:
+    from simplehand_deploy.triton import TritonConfig, write_repository
+
+    src = tiny_onnx(tmp_path / "m.onnx")
+    cfg = TritonConfig.from_cli(out=tmp_path / "repo", onnx=src, max_batch=None, name=None)
+    assert (cfg.name, cfg.max_batch, cfg.check) == ("simplehand", None, True)
+    checked = write_repository(cfg)
+    assert checked.model_dir == tmp_path / "repo" / "simplehand" and checked.checked  # tritonclient: here
+    unchecked = write_repository(TritonConfig(out=tmp_path / "r2", onnx=src, check=False))
+    assert not unchecked.checked and (unchecked.model_dir / "config.pbtxt").is_file()

@@ -107,3 +107,19 @@ def test_no_cached_engine_without_plan_and_sidecar(tmp_path: Path) -> None:
     assert _cached_engine(plan, sidecar) is None  # nothing there: a miss before TensorRT is asked
     plan.write_bytes(b"PLAN")
     assert _cached_engine(plan, sidecar) is None  # a plan without its sidecar never counts
+
+
+def test_profile_text_and_build_config_from_the_command_line(tmp_path: Path) -> None:
+    from simplehand_deploy.trt.build import DEFAULT_PROFILE, BuildConfig, parse_profile
+
+    assert parse_profile("1,8,64") == (1, 8, 64) and parse_profile(" 2, 2 ,4") == (2, 2, 4)
+    for bad in ("8,1", "1,8,x", ""):
+        with pytest.raises(UsageError, match=f"--profile {bad!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64"):
+            parse_profile(bad)
+    with pytest.raises(UsageError, match=r"--profile '8,1,1': need 1 <= MIN <= OPT <= MAX"):
+        parse_profile("8,1,1")
+    cfg = BuildConfig.from_cli(onnx=tmp_path / "m.onnx", profile="2,4,8", opt_level=None, force=True)
+    assert cfg.profile == (2, 4, 8) and cfg.force and cfg.opt_level is None
+    default = BuildConfig.from_cli(onnx=tmp_path / "m.onnx", precision=None, profile=None)
+    assert (default.precision, default.profile, default.out, default.tf32) == ("fp16", DEFAULT_PROFILE,
+                                                                                Path("engines"), True)

@@ -241,18 +241,55 @@ class Gate:
     current: Path
 
 
-def gate(baseline: Path, current: Path, *, latency_tol: str | float = "10%", drift_tol_mm: float = 0.05,
-         allow_env_change: bool = False, device: str | None = None, junit: Path | None = None,
-         markdown: Path | None = None) -> Gate:
+@dataclass(frozen=True)
+class GateConfig:
+    """`simplehand-bench regress`: what to compare, how strictly, and which reports to write."""
+
+    baseline: Path
+    current: Path
+    latency_tol: str | float = "10%"
+    drift_tol_mm: float = 0.05
+    allow_env_change: bool = False
+    device: str | None = None  # device slug to pick from a results root (default: the current run's)
+    junit: Path | None = None
+    markdown: Path | None = None
+
+    @classmethod
+    def from_cli(cls, **options: Any) -> GateConfig:
+        return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+def gate(cfg: GateConfig) -> Gate:
     """Load both sides (the baseline for the current run's device), compare, write JUnit / markdown if asked."""
     from .regress import compare, parse_tolerance, to_junit, to_markdown
 
-    tol = parse_tolerance(latency_tol)
-    cur_df, cur_path = load_frame(current, slug=device, label="--current")
-    base_df, base_path = load_frame(baseline, slug=device or device_slug(cur_df), label="--baseline")
-    report = compare(base_df, cur_df, latency_tol=tol, drift_tol_mm=drift_tol_mm, allow_env_change=allow_env_change)
-    for path, write in ((junit, to_junit), (markdown, to_markdown)):
+    tol = parse_tolerance(cfg.latency_tol)
+    cur_df, cur_path = load_frame(cfg.current, slug=cfg.device, label="--current")
+    base_df, base_path = load_frame(cfg.baseline, slug=cfg.device or device_slug(cur_df), label="--baseline")
+    report = compare(base_df, cur_df, latency_tol=tol, drift_tol_mm=cfg.drift_tol_mm,
+                     allow_env_change=cfg.allow_env_change)
+    for path, write in ((cfg.junit, to_junit), (cfg.markdown, to_markdown)):
         if path is not None:
             with atomic_path(path) as tmp:
                 tmp.write_text(write(report))
     return Gate(report, base_path, cur_path)
+
+
+@dataclass(frozen=True)
+class BaselineRecord:
+    """What `record_baseline` wrote: the JSON (its .parquet beside it), how many rows, read from where."""
+
+    json: Path
+    rows: int
+    source: Path
+
+    @property
+    def parquet(self) -> Path:
+        return self.json.with_suffix(".parquet")
+
+
+def record_baseline(source: Path, out: Path = DEFAULT_BASELINE_DIR, *, device: str | None = None) -> BaselineRecord:
+    """The `baseline` command: read one device's run from any path `load_frame` accepts and write it as that
+    device's baseline in `out`."""
+    df, path = load_frame(source, slug=device, label="--from")
+    return BaselineRecord(write_baseline(df, out, source=str(path)), df.height, path)

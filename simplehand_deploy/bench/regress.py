@@ -515,8 +515,15 @@ def render_table(report: RegressionReport) -> Table:
     return table
 
 
+def failure_line(report: RegressionReport) -> str:
+    """The one-line error of a failed gate: the summary and each failing row with its verdict."""
+    return f"{report.summary()}: " + ", ".join(f"{r.name} ({r.verdict})" for r in report.failures)
+
+
 def to_markdown(report: RegressionReport) -> str:
     """Markdown for a CI step summary ($GITHUB_STEP_SUMMARY): verdict line, environment, the row table."""
+    from .results import markdown_rows
+
     icon = "❌" if report.failures else "✅"
     lines = [f"## {icon} SimpleHand regression gate: {report.summary()}", ""]
     dev = report.current_env.get("device_name", "") or "(unknown device)"
@@ -527,14 +534,11 @@ def to_markdown(report: RegressionReport) -> str:
                  f"`{report.current_env.get('run_id', '')}`.")
     for note in report.env_notes:
         lines.append(f"\n> environment change allowed: {note}")
-    lines += ["", "| row | verdict | metric | baseline | current | change | detail |",
-              "|---|---|---|---:|---:|---:|---|"]
-    for r in sorted(report.rows, key=lambda r: (not r.failed, r.name)):
-        metric, b, c, ch = _primary(r)
-        verdict = f"**{r.verdict}**" if r.failed else r.verdict
-        detail = r.message().replace("|", "\\|")
-        lines.append(f"| `{r.name}` | {verdict} | {metric} | {b} | {c} | {ch} | {detail} |")
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    rows = ((f"`{r.name}`", f"**{r.verdict}**" if r.failed else r.verdict, *_primary(r), r.message())
+            for r in sorted(report.rows, key=lambda r: (not r.failed, r.name)))
+    return "\n".join(lines) + "\n" + markdown_rows(("row", "verdict", "metric", "baseline", "current", "change",
+                                                     "detail"), rows)
 
 
 def to_junit(report: RegressionReport, suite_name: str = "simplehand-regress") -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import UsageError
 from ..fileio import atomic_path
@@ -82,18 +82,16 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def to_markdown(summary: pl.DataFrame, notes: Sequence[str] = ()) -> str:
+    """report.md: title, devices, notes, then one table row per summary row (polars' markdown layout)."""
+    from .results import markdown_rows
+
     devices = summary["device_name"].unique().sort().to_list()
     lines = [f"# SimpleHand fleet report ({len(devices)} device{'s' if len(devices) != 1 else ''})", ""]
     lines += [f"- {d}" for d in devices] + [""]
     lines += [f"> {n}" for n in notes] + ([""] if notes else [])
     header = ("device", "runner", "precision", "batch", "status", "timing", "p50 ms", "p99 ms", "img/s",
               "speedup", "drift mean mm", "drift max mm")
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * 6 + "---:|" * 6]
-    for r in summary.iter_rows():
-        cells = [_fmt(v) for v in r]
-        cells[4] = cells[4].replace("|", "\\|")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + markdown_rows(header, ([_fmt(v) for v in r] for r in summary.iter_rows()))
 
 
 def render_table(summary: pl.DataFrame) -> Table:
@@ -166,7 +164,23 @@ def plot_latency_vs_batch(summary: pl.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(paths: Sequence[Path], out_dir: Path) -> tuple[Path, pl.DataFrame, list[str]]:
+class FleetReport(NamedTuple):
+    """What `write_report` wrote: report.md's path, the summary frame, notes (unpacks as the three)."""
+
+    md: Path
+    summary: pl.DataFrame
+    notes: list[str]
+
+    @property
+    def devices(self) -> int:
+        return int(self.summary["device_name"].n_unique())
+
+    def line(self) -> str:
+        """The closing line: how many devices and rows went where."""
+        return f"report: {self.devices} device(s), {self.summary.height} rows -> {self.md}"
+
+
+def write_report(paths: Sequence[Path], out_dir: Path) -> FleetReport:
     """Merge, summarise and write report.md/.csv/.parquet + throughput.png + latency_vs_batch.png to out_dir.
 
     Returns (path of report.md, the summary frame, notes).
@@ -184,4 +198,4 @@ def write_report(paths: Sequence[Path], out_dir: Path) -> tuple[Path, pl.DataFra
         merged.write_parquet(tmp)
     plot_throughput(summary, out_dir / "throughput.png")
     plot_latency_vs_batch(summary, out_dir / "latency_vs_batch.png")
-    return md, summary, notes
+    return FleetReport(md, summary, list(notes))

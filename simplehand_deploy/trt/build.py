@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +30,45 @@ from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_path
 from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge, onnx_int8_weight_share
 
 DEFAULT_PROFILE = (1, 8, 64)
+
+
+def parse_profile(text: str) -> tuple[int, int, int]:
+    """`--profile MIN,OPT,MAX` (batch sizes of the optimisation profile); UsageError with an example."""
+    try:
+        lo, opt, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64") from None
+    if not 1 <= lo <= opt <= hi:
+        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. 1,8,64")
+    return lo, opt, hi
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """`simplehand-deploy build`: one engine from one ONNX artifact; every default is the library's."""
+
+    onnx: Path
+    precision: str = "fp16"
+    out: Path = Path("engines")
+    profile: tuple[int, int, int] = DEFAULT_PROFILE
+    workspace_mb: int = 4096
+    opt_level: int | None = None
+    force: bool = False
+    tf32: bool = True
+
+    @classmethod
+    def from_cli(cls, *, profile: str | None = None, **options: Any) -> BuildConfig:
+        """Options left at None take the defaults above; `profile` is the command line's MIN,OPT,MAX text."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if profile is not None:
+            given["profile"] = parse_profile(profile)
+        return cls(**given)
+
+
+def run_build(cfg: BuildConfig) -> EngineArtifact:
+    """The `build` command: build (or reuse) the engine `cfg` describes (`build_engine`)."""
+    return build_engine(cfg.onnx, precision=cfg.precision, profile=cfg.profile, workspace_mb=cfg.workspace_mb,
+                        opt_level=cfg.opt_level, out_dir=cfg.out, force=cfg.force, tf32=cfg.tf32)
 
 
 def trt_major(trt: Any) -> int:

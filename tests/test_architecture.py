@@ -81,3 +81,26 @@ def test_help_loads_no_heavy_module():
                          cwd=PACKAGE.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0] []"
+
+
+def test_engine_and_bench_commands_build_one_value_and_call_one_function():
+    """build/engine/triton/regress/baseline/report (issue 15): at most one `from_cli`, exactly one library call that
+    does the work, no TensorRT profile parsing, polars or dict reading in the command body."""
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    bodies = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    work = {"build": ("BuildConfig", "run_build"), "engine": ("EngineJobConfig", "run_engine_job"),
+            "triton": ("TritonConfig", "write_repository"), "regress": ("GateConfig", "gate"),
+            "baseline_cmd": (None, "record_baseline"), "report": (None, "write_report")}
+    for func, (config, call) in work.items():
+        nodes = [n for stmt in bodies[func].body for n in ast.walk(stmt)]  # the body, not the option types
+        called = [n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                  for n in nodes if isinstance(n, ast.Call)]
+        assert called.count(call) == 1, (func, called)
+        if config is not None:
+            assert called.count("from_cli") == 1 and any(
+                isinstance(n, ast.Attribute) and n.attr == "from_cli" and getattr(n.value, "id", "") == config
+                for n in nodes), (func, called)
+        assert not {"_profile", "parse_profile", "load_frame", "write_baseline", "n_unique", "export_triton",
+                    "validate_repository", "build_engine"} & set(called), (func, called)
+        assert not any(isinstance(n, ast.Subscript) for n in nodes), func  # no frame/dict indexing
+    assert "_profile" not in bodies

@@ -51,16 +51,32 @@ def _latency(work: Path, out: Path, args: argparse.Namespace) -> dict:
     df = pl.read_parquet(out / "results.parquet").filter(pl.col("status") == "ok").sort("batch_size")
     return {"folder": out.name, "load_1min": round(load, 2), "wall_s": round(time.time() - t0, 1),
             "p50_ms": dict(zip(map(str, df["batch_size"]), df["latency_p50_ms"].round(4).to_list(), strict=True)),
-            "cpu_threads": sorted(set(df["cpu_threads"].to_list()))}
+            "cpu_threads": sorted(set(df["cpu_threads"].to_list())),
+            # other processes' share of the CPUs while the rows were timed (the most of any row): what the machine
+            # itself can see of a crowded run; a hypervisor neighbour stays invisible here
+            "cpu_other_pct": max((v for v in df["cpu_other_pct"].to_list() if v is not None), default=None)
+            if "cpu_other_pct" in df.columns else None}
 
 
-def _regress(work: Path, base: Path, cur: Path) -> dict:
-    proc = _bench(["regress", "--baseline", str(base), "--current", str(cur), "--markdown", str(cur / "regress.md")],
-                  work)
+def _regress(work: Path, base: Path, cur: Path, name: str = "regress.md") -> dict:
+    proc = _bench(["regress", "--baseline", str(base), "--current", str(cur), "--markdown", str(cur / name)], work)
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
     verdict = next((ln for ln in reversed(lines) if ln.startswith(("PASS", "FAIL", "error:"))), lines[-1] if lines
                    else "")
     return {"exit": proc.returncode, "verdict": verdict.strip()}
+
+
+def _pooled(work: Path, history: list[Path], cur: Path, window: int) -> dict:
+    """`baseline --from` the `window` runs before `cur` (pooled: the gate learns the run-to-run spread), then
+    `regress` `cur` against it at the defaults."""
+    folder = work / f"pooled-{cur.name}"
+    sources = [a for run in history[-window:] for a in ("--from", str(run))]
+    proc = _bench(["baseline", *sources, "--out", str(folder)], work)
+    if proc.returncode != 0:
+        sys.exit(f"gate_check: simplehand-bench baseline failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    (baseline,) = folder.glob("*.json")
+    verdict = _regress(work, baseline, cur, name=f"regress-pooled{window}.md")
+    return {"current": cur.name, "baseline_runs": [r.name for r in history[-window:]], **verdict}
 
 
 def _wait_quiet(max_load: float | None, max_wait: float) -> float:
@@ -87,6 +103,7 @@ def main() -> int:
     ap.add_argument("--busy", type=int, default=2, help="busy-loop processes during the loaded runs")
     ap.add_argument("--max-load", type=float, default=None, help="wait for this 1-min load average before each pair")
     ap.add_argument("--max-wait", type=float, default=300.0, help="longest wait per pair (s)")
+    ap.add_argument("--pool-runs", type=int, default=5, help="protocol 2: baselines pooled from this many runs")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from simplehand_deploy.bench.results import markdown_rows
@@ -100,7 +117,8 @@ def main() -> int:
     record: dict = {"command": " ".join(["python benchmarks/gate_check.py", *sys.argv[1:]]),
                     "latency_args": f"--config {args.config} --runners onnxruntime --batch-sizes {args.batch_sizes} "
                                     f"--duration {args.duration:g}", "regress_args": "defaults (--latency-tol 10%)",
-                    "identical": [], "busy": []}
+                    "identical": [], "busy": [], "pool_runs": args.pool_runs, "pooled_identical": [],
+                    "pooled_busy": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)  # engines/ (the exported tiny graph) lives here, made by the first run
         for i in range(args.pairs + args.busy_pairs):
@@ -121,12 +139,31 @@ def main() -> int:
                      **verdict}
             record["busy" if loaded else "identical"].append(entry)
             kind = f"busy x{args.busy}" if loaded else "identical"
-            print(f"pair {i:2d} ({kind:9s}) load {b['load_1min']:.2f}/{c['load_1min']:.2f}  p50 change "
+            print(f"pair {i:2d} ({kind:9s}) load {b['load_1min']:.2f}/{c['load_1min']:.2f}  other CPU "
+                  f"{b['cpu_other_pct']}/{c['cpu_other_pct']}%  p50 change "
                   f"{', '.join(f'b{k} {v:+.1%}' for k, v in entry['p50_change'].items())}  -> exit {verdict['exit']}: "
                   f"{verdict['verdict']}", flush=True)
+        # protocol 2: the baseline pooled from the `--pool-runs` runs before each judged run (identical runs judged
+        # in time order; each busy run against the quiet runs before it)
+        quiet_runs: list[Path] = []
+        for entry in record["identical"] + record["busy"]:
+            base_dir, cur_dir = runs / entry["baseline"]["folder"], runs / entry["current"]["folder"]
+            loaded = entry in record["busy"]
+            for run in ([base_dir] if loaded else [base_dir, cur_dir]):
+                if len(quiet_runs) >= args.pool_runs:
+                    v = _pooled(work, quiet_runs, run, args.pool_runs)
+                    record["pooled_identical"].append(v)
+                    print(f"pooled baseline ({args.pool_runs} runs) vs {run.name}: exit {v['exit']}: {v['verdict']}",
+                          flush=True)
+                quiet_runs.append(run)
+            if loaded and len(quiet_runs) >= args.pool_runs:
+                v = _pooled(work, quiet_runs, cur_dir, args.pool_runs)
+                record["pooled_busy"].append(v)
+                print(f"pooled baseline ({args.pool_runs} runs) vs {cur_dir.name} (busy): exit {v['exit']}: "
+                      f"{v['verdict']}", flush=True)
     for folder in runs.iterdir():  # keep what the gate judged, not the plots and copies
         for f in folder.iterdir():
-            if f.name not in ("results.parquet", "env.json", "regress.md"):
+            if f.name not in ("results.parquet", "env.json") and not f.name.startswith("regress"):
                 f.unlink() if f.is_file() else shutil.rmtree(f)
     passed = sum(e["exit"] == 0 for e in record["identical"])
     caught = sum(e["exit"] == 1 for e in record["busy"])
@@ -136,19 +173,37 @@ def main() -> int:
                    "busy_total": len(record["busy"]), "expectations_met": ok_identical and ok_busy})
     summary = (f"identical pairs: {passed}/{args.pairs} passed (need {need}) -> {'ok' if ok_identical else 'MISSED'}; "
                f"busy pairs: {caught}/{len(record['busy'])} failed with exit 1 -> {'ok' if ok_busy else 'MISSED'}")
+    p_id, p_busy = record["pooled_identical"], record["pooled_busy"]
+    p_pass, p_caught = sum(v["exit"] == 0 for v in p_id), sum(v["exit"] == 1 for v in p_busy)
+    record.update({"pooled_identical_passed": p_pass, "pooled_identical_total": len(p_id),
+                   "pooled_busy_failed": p_caught, "pooled_busy_total": len(p_busy)})
+    pooled_summary = (f"pooled baselines ({args.pool_runs} runs, `simplehand-bench baseline --from` x"
+                      f"{args.pool_runs}): quiet runs {p_pass}/{len(p_id)} passed; busy runs {p_caught}/{len(p_busy)}"
+                      " failed with exit 1")
     (out / "gate_check.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
     table = markdown_rows(
-        ("pair", "kind", "load 1 min (baseline / current)", "p50 change", "exit", "verdict"),
+        ("pair", "kind", "load 1 min (baseline / current)", "cpu_other_pct (baseline / current)", "p50 change", "exit",
+         "verdict"),
         ((e["pair"], "busy" if e in record["busy"] else "identical",
           f"{e['baseline']['load_1min']} / {e['current']['load_1min']}",
+          f"{e['baseline'].get('cpu_other_pct')} / {e['current'].get('cpu_other_pct')}",
           ", ".join(f"b{k} {v:+.1%}" for k, v in e["p50_change"].items()), e["exit"], e["verdict"])
          for e in record["identical"] + record["busy"]))
+    pooled_table = markdown_rows(("run", "kind", "exit", "verdict"),
+                                 ((v["current"], "busy" if v in p_busy else "quiet", v["exit"], v["verdict"])
+                                  for v in p_id + p_busy))
     (out / "gate_check.md").write_text(
         f"# Regression gate check ({env['device_name']}, {env['cpu_count']} CPUs)\n\n`{record['command']}`: "
         f"`simplehand-bench latency {record['latency_args']}` twice, then `simplehand-bench regress` at its "
-        f"defaults.\n\n{summary}\n\n" + table)
+        f"defaults.\n\n{summary}\n\n`cpu_other_pct`: the share of the CPUs other processes on this machine used "
+        "while the run was timed (the largest of its rows); load: the 1-minute load average before the run.\n\n"
+        + table + "\n## Protocol 2: baselines pooled from several runs\n\nEach run judged against a baseline pooled "
+        f"from the {args.pool_runs} quiet runs before it (`simplehand-bench baseline --from R1 ... --from "
+        f"R{args.pool_runs}`; `regress` at its defaults then bounds the new run by the run-to-run spread those runs "
+        f"showed). {pooled_summary}.\n\n" + pooled_table)
     print(summary)
+    print(pooled_summary)
     print(f"results: {out}")
     return 0 if ok_identical and ok_busy else 1
 

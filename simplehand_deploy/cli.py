@@ -600,16 +600,17 @@ def regress(
 
 @bench.command("baseline")
 def baseline_cmd(
-    source: Annotated[Path, typer.Option("--from", help="Results folder or file of one device's run "
-                                         "(the results root takes its newest run).")],
+    source: Annotated[list[Path], typer.Option("--from", help="Results folder or file of one device's run "
+                                               "(the results root takes its newest run). Repeat it to pool several "
+                                               "runs of the same command: the gate then bounds a new run by their "
+                                               "run-to-run spread (for shared or noisy machines; 5 runs or more).")],
     out: Annotated[Path, typer.Option("--out", help="Baselines folder.")] = Path("benchmarks/baselines"),
     device: Annotated[str | None, typer.Option("--device", help="Device slug to pick from a results root.")] = None,
 ) -> None:
-    """Record a run as this device's baseline: <out>/<device-slug>.json (+ .parquet), written atomically."""
+    """Record a run (or several, pooled) as this device's baseline: <out>/<device-slug>.json (+ .parquet)."""
     from .bench.baseline import record_baseline
 
-    rec = record_baseline(source, out, device=device)
-    _say(f"baseline: wrote {rec.json} and {rec.parquet.name} ({rec.rows} rows from {rec.source})")
+    _say(record_baseline(source, out, device=device).describe())
 
 
 @bench.command()

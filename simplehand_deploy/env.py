@@ -66,6 +66,45 @@ def physical_cores() -> int:
     return len(cores) or len(allowed) or 1
 
 
+def _busy_cpu_seconds(stat: str = "/proc/stat") -> float | None:
+    """Seconds all CPUs of the machine have spent on work since boot (everything but idle and iowait)."""
+    try:
+        with open(stat) as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How much of the machine other processes used while we measured: `cpu_other_pct` on a results row.
+
+    A busy neighbour *inside* this machine (a build, a test run, a busy loop) takes CPU time the kernel
+    accounts to it; we read the machine's busy time from /proc/stat and subtract our own process's CPU
+    time. What the kernel cannot see stays invisible: a hypervisor running someone else's VM on the same
+    cores, or sharing their caches, slows us without showing up here. So 0% does not prove a quiet host,
+    but a large share proves a crowded machine. None where /proc/stat is absent (macOS, Windows).
+    """
+
+    def __init__(self, stat: str = "/proc/stat") -> None:
+        self._stat = stat
+        self._busy0 = _busy_cpu_seconds(stat)
+        self._own0 = time.process_time()
+        self._wall0 = time.monotonic()
+
+    def percent(self) -> float | None:
+        """Other processes' CPU time since construction, as a percentage of all CPUs' capacity (0..100)."""
+        busy = _busy_cpu_seconds(self._stat)
+        wall = time.monotonic() - self._wall0
+        if busy is None or self._busy0 is None or wall <= 0:
+            return None
+        others = (busy - self._busy0) - (time.process_time() - self._own0)
+        return round(min(100.0, max(0.0, 100.0 * others / (wall * (os.cpu_count() or 1)))), 1)
+
+
 def gpu_info() -> dict[str, str]:
     """name, sm, driver, cuda of device 0 (empty dict without a CUDA device)."""
     try:

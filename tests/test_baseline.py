@@ -107,3 +107,69 @@ def test_samples_stay_in_the_parquet_and_reach_the_gate(tmp_path: Path) -> None:
     # a parquet that no longer matches the JSON's rows is ignored (summary columns still gate)
     run.head(3).write_parquet(path.with_suffix(".parquet"))
     assert "latency_samples_ms" not in read_baseline(path).columns
+
+
+def _scaled(run: pl.DataFrame, factor: float, run_id: str) -> pl.DataFrame:
+    """The same run with every latency figure scaled (a slower or faster moment of a shared machine)."""
+    lat = pl.col("measurement") == "latency"
+    return run.with_columns(
+        *[pl.when(lat).then(pl.col(c) * factor).otherwise(pl.col(c)).alias(c)
+          for c in ("latency_p50_ms", "latency_mean_ms")],
+        pl.when(lat).then(pl.col("throughput_img_s") / factor).otherwise(pl.col("throughput_img_s"))
+        .alias("throughput_img_s"),
+        pl.lit(run_id).alias("run_id"))
+
+
+def test_pool_runs_records_the_run_to_run_spread() -> None:
+    import math
+
+    import numpy as np
+
+    from simplehand_deploy.bench.baseline import pool_runs
+
+    lat = pl.col("measurement") == "latency"
+    run = make_run().with_columns(pl.when(lat).then(pl.lit([4.0, 4.1])).otherwise(None).alias("latency_samples_ms"))
+    factors = (1.0, 1.5, 0.8)
+    runs = [_scaled(run, f, f"r{i}") for i, f in enumerate(factors)]
+    # one row errored in the last run: it keeps the first run's values and is judged as a single run
+    runs[2] = runs[2].with_columns(pl.when(lat & (pl.col("runner") == "tensorrt") & (pl.col("batch_size") == 8))
+                                   .then(pl.lit("error: boom")).otherwise(pl.col("status")).alias("status"))
+    pooled = pool_runs(runs)
+    assert pooled.height == run.height
+    rows = {(r["runner"], r["precision"], r["batch_size"], r["measurement"]): r for r in pooled.iter_rows(named=True)}
+    spread = float(np.std(np.log(factors), ddof=1))
+    r = rows[("onnxruntime", "fp16", 8, "latency")]
+    p50 = run.filter(lat & (pl.col("precision") == "fp16") & (pl.col("batch_size") == 8))["latency_p50_ms"][0]
+    assert r["baseline_runs"] == 3
+    assert r["latency_p50_ms"] == pytest.approx(p50 * math.prod(factors) ** (1 / 3))
+    assert r["latency_p50_run_cov"] == pytest.approx(spread) and r["throughput_run_cov"] == pytest.approx(spread)
+    assert r["latency_samples_ms"] is None  # samples belong to single runs
+    single = rows[("tensorrt", "int8", 8, "latency")]
+    assert single["baseline_runs"] is None and single["latency_samples_ms"] == [4.0, 4.1]
+    assert rows[("tensorrt", "int8", 1, "accuracy")]["vertex_drift_mean_mm"] == 1.1
+    assert pool_runs(runs[:1]) is runs[0]
+    with pytest.raises(UsageError, match="one device"):
+        pool_runs([run, make_run("Orin", run_id="x")])
+
+
+def test_pooled_baseline_judges_a_run_by_the_spread_between_runs(tmp_path: Path) -> None:
+    """A shared machine that moves +-30% between repeats: a pooled baseline passes a +40% run, fails a 3x run."""
+    from simplehand_deploy.bench.regress import compare
+
+    root, baselines = tmp_path / "results", tmp_path / "baselines"
+    run = make_run()
+    folders = [str(_write(_scaled(run, f, f"2026010{i}"), root / f"2026010{i}-000000-nvidia-h100-80gb-hbm3"))
+               for i, f in enumerate((1.0, 1.3, 0.8, 1.1, 0.75))]
+    assert _run(bench, ["baseline", *[a for f in folders for a in ("--from", f)], "--out", str(baselines)]) == 0
+    pooled = read_baseline(baselines / "nvidia-h100-80gb-hbm3.json")
+    assert set(pooled.filter(pl.col("measurement") == "latency")["baseline_runs"].to_list()) == {5}
+    moved = _scaled(run, 1.4, "x")
+    assert compare(run, moved).failures  # against one run, +40% everywhere is a regression ...
+    report = compare(pooled, moved)
+    assert report.passed, report.summary()  # ... but within what this machine does between repeats
+    assert {c.method for r in report.rows if r.measurement == "latency" for c in r.checks} == {
+        "run-to-run spread of 5 baseline runs"}
+    slow = compare(pooled, _scaled(run, 3.0, "y"))
+    assert {r.name for r in slow.failures} == {r.name for r in slow.rows if r.measurement == "latency"}
+    # the same run twice is refused (it would fake a zero spread)
+    assert _run(bench, ["baseline", "--from", folders[0], "--from", folders[0], "--out", str(baselines)]) == 2

@@ -206,6 +206,7 @@ def test_threads_fused_and_cpu_conditions_on_every_row(artifacts, tmp_path):
         assert len(r["latency_samples_ms"]) == r["iterations"] >= 3
         assert min(r["latency_samples_ms"]) == r["latency_min_ms"]
         assert r["cov_warning"] == (r["latency_cov"] > 0.025)
+        assert r["cpu_other_pct"] is None or 0.0 <= r["cpu_other_pct"] <= 100.0
 
 
 def test_threads_default_records_what_is_in_effect(artifacts):
@@ -322,3 +323,65 @@ def test_plots_read_at_a_glance():
     assert is_cpu_simulation(row)
     assert not is_cpu_simulation({**row, "precision": "fp32"})
     assert not is_cpu_simulation({**row, "timing_scope": "end_to_end"})  # ORT CUDA: a real measurement
+
+
+def _stat(path, busy_ticks, idle_ticks):
+    path.write_text(f"cpu  {busy_ticks} 0 0 {idle_ticks} 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
+
+
+def test_other_load_is_the_machine_busy_time_minus_ours(tmp_path, monkeypatch):
+    """cpu_other_pct: the machine's busy CPU time (/proc/stat) minus this process's, over wall x CPUs."""
+    import os
+    import time
+
+    from simplehand_deploy import env
+
+    stat = tmp_path / "stat"
+    clock = {"wall": 100.0, "own": 5.0}
+    monkeypatch.setattr(time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sysconf", lambda name: 100)  # 100 ticks per second
+    _stat(stat, 1000, 5000)
+    probe = env.OtherLoad(str(stat))
+    # 4 s of wall on 2 CPUs = 8 CPU-seconds; the machine was busy 6 s of them, 2 s of which were ours
+    clock["wall"], clock["own"] = 104.0, 7.0
+    _stat(stat, 1000 + 600, 5000 + 200)
+    assert probe.percent() == 50.0
+    clock["own"] = 11.0  # our own work alone explains the busy time: nobody else ran
+    assert probe.percent() == 0.0
+    stat.write_text("garbage\n")
+    assert probe.percent() is None  # unreadable: not recorded, never a guess
+    assert env.OtherLoad(str(tmp_path / "absent")).percent() is None
+
+
+def test_other_load_sees_a_busy_loop():
+    """A real busy process on this machine shows up; our own busy work does not."""
+    import subprocess
+    import sys
+    import time
+
+    from simplehand_deploy.env import OtherLoad
+
+    if OtherLoad().percent() is None:
+        pytest.skip("no /proc/stat on this OS")
+    probe = OtherLoad()
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:  # our own load
+        pass
+    own_only = probe.percent()
+    loop = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    busy = subprocess.Popen([sys.executable, "-c", loop])
+    try:
+        time.sleep(0.2)
+        probe = OtherLoad()
+        time.sleep(1.0)
+        crowded = probe.percent()
+    finally:
+        busy.wait()
+    import os
+
+    assert crowded is not None and own_only is not None
+    # one busy process is one CPU's worth: 100 / cpu_count percent (allow for whatever else runs here)
+    assert crowded >= 0.6 * 100 / (os.cpu_count() or 1)
+    assert own_only < crowded

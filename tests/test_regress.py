@@ -375,3 +375,36 @@ def test_cli_judges_the_samples_in_results_parquet(tmp_path: Path, capsys: pytes
     md = tmp_path / "summary.md"
     assert _run(bench, ["regress", "--baseline", str(b), "--current", str(slow), "--markdown", str(md)]) == 1
     assert "batch means" in md.read_text() and "onnxruntime/fp32/b8/latency" in capsys.readouterr().err
+
+
+def test_other_processes_load_is_noted_not_judged() -> None:
+    """A row timed while other processes used the CPUs says so; the verdict is still the numbers'."""
+    base = make_run().with_columns(pl.lit(1.0).alias("cpu_other_pct"))
+    quiet = compare(base, base)
+    assert all(r.note == "" for r in quiet.rows)
+    crowded = slow_down(base, "onnxruntime", "fp32", 1, 2.0).with_columns(
+        pl.when(pl.col("measurement") == "latency").then(pl.lit(48.0)).otherwise(pl.lit(None))
+        .alias("cpu_other_pct"))
+    report = compare(base, crowded)
+    row = next(r for r in report.rows if r.name == "onnxruntime/fp32/b1/latency")
+    assert row.verdict == "regression"
+    assert "other processes used 48% of the CPUs while the current row was timed (baseline 1%)" in row.note
+    assert "other processes used 48%" in to_markdown(report)
+    ok = next(r for r in report.rows if r.name == "onnxruntime/fp32/b8/latency")
+    assert ok.verdict == "ok" and "48%" in ok.note
+    assert all(r.note == "" for r in report.rows if r.measurement == "accuracy")
+
+
+def test_runs_change_bounds_one_run_against_the_pooled_runs() -> None:
+    """se = run_cov * sqrt(1 + 1/n), Student t with n - 1 degrees of freedom (one-sided 95%)."""
+    import math
+
+    from simplehand_deploy.bench.regress import runs_change
+
+    low, high = runs_change(0.5, 0.2, 5)
+    q = 2.131847 * 0.2 * math.sqrt(1.2)  # t(0.95, 4)
+    assert low == pytest.approx(math.expm1(math.log(1.5) - q), rel=1e-5)
+    assert high == pytest.approx(math.expm1(math.log(1.5) + q), rel=1e-5)
+    assert low < 0  # +50% with a 20% run-to-run spread over 5 runs: not significant (q = 0.47 > log 1.5)
+    assert runs_change(0.5, 0.15, 5)[0] > 0  # with a 15% spread it is
+    assert runs_change(0.5, 0.2, 3)[0] < runs_change(0.5, 0.2, 10)[0]  # fewer runs, wider bounds

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,6 +233,53 @@ def write_baseline(results: pl.DataFrame, out_dir: Path = DEFAULT_BASELINE_DIR, 
     return json_path
 
 
+def pool_runs(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Several runs of one device -> one baseline frame that knows how much a run moves between repeats.
+
+    A single run's samples say how well *that run* pins down its median; they cannot see how much the
+    next run of the same command will differ (a shared VM's neighbours, frequency and cache pressure
+    change over tens of seconds). A baseline recorded from n runs can: every latency row that is ok in
+    all runs gets the geometric mean of the runs' `latency_p50_ms` / `latency_mean_ms` /
+    `throughput_img_s`, `baseline_runs` = n, and the standard deviation of the log values across runs
+    (`latency_p50_run_cov`, `throughput_run_cov`: relative, like `latency_cov`), from which the gate
+    bounds a new single run's change. Samples are dropped (they belong to single runs). Every other row
+    (accuracy, skipped, errors, latency rows not ok in every run) is the first run's.
+    """
+    import polars as pl
+
+    from .regress import KEY_COLUMNS, SAMPLES
+    from .results import conform
+
+    if len(frames) < 2:
+        return frames[0]
+    slugs = {_frame_slug(f) for f in frames}
+    if len(slugs) != 1 or "" in slugs:
+        raise UsageError(f"--from: the runs must come from one device; got device slugs {sorted(slugs)}")
+    keys = list(KEY_COLUMNS)
+    first = frames[0]
+
+    def ok_latency(df: pl.DataFrame) -> pl.DataFrame:
+        return df.filter((pl.col("measurement") == "latency") & (pl.col("status") == "ok"))
+
+    stacked = pl.concat([ok_latency(conform(f)).select([*keys, "latency_p50_ms", "latency_mean_ms",
+                                                         "throughput_img_s"]) for f in frames], how="vertical")
+    n = len(frames)
+    logs = [pl.col(c).log() for c in ("latency_p50_ms", "latency_mean_ms", "throughput_img_s")]
+    pooled = (stacked.group_by(keys, maintain_order=True)
+              .agg(pl.len().alias("_n"), *[x.mean().exp().alias(c) for x, c in zip(logs, ("latency_p50_ms",
+                   "latency_mean_ms", "throughput_img_s"), strict=True)],
+                   logs[0].std(ddof=1).alias("latency_p50_run_cov"), logs[2].std(ddof=1).alias("throughput_run_cov"))
+              .filter(pl.col("_n") == n).drop("_n")
+              .with_columns(pl.lit(n, pl.Int64).alias("baseline_runs")))
+    base = conform(first)
+    replaced = [c for c in pooled.columns if c not in keys]
+    merged = (base.drop([c for c in replaced if c in base.columns])
+              .join(pooled, on=keys, how="left", nulls_equal=True)
+              .with_columns(pl.when(pl.col("baseline_runs").is_not_null()).then(pl.lit(None))
+                            .otherwise(pl.col(SAMPLES)).alias(SAMPLES)))
+    return merged.select([*base.columns, *[c for c in merged.columns if c not in base.columns]])
+
+
 @dataclass(frozen=True)
 class Gate:
     """`simplehand-bench regress`: the report and which files were compared."""
@@ -277,19 +325,40 @@ def gate(cfg: GateConfig) -> Gate:
 
 @dataclass(frozen=True)
 class BaselineRecord:
-    """What `record_baseline` wrote: the JSON (its .parquet beside it), how many rows, read from where."""
+    """What `record_baseline` wrote: the JSON (its .parquet beside it), how many rows, read from which run(s)."""
 
     json: Path
     rows: int
-    source: Path
+    sources: tuple[Path, ...]
 
     @property
     def parquet(self) -> Path:
         return self.json.with_suffix(".parquet")
 
+    @property
+    def source(self) -> Path:
+        """The (first) run read."""
+        return self.sources[0]
 
-def record_baseline(source: Path, out: Path = DEFAULT_BASELINE_DIR, *, device: str | None = None) -> BaselineRecord:
-    """The `baseline` command: read one device's run from any path `load_frame` accepts and write it as that
-    device's baseline in `out`."""
-    df, path = load_frame(source, slug=device, label="--from")
-    return BaselineRecord(write_baseline(df, out, source=str(path)), df.height, path)
+    def describe(self) -> str:
+        what = (str(self.source) if len(self.sources) == 1 else
+                f"{len(self.sources)} runs pooled: the gate bounds a new run by their run-to-run spread")
+        return f"baseline: wrote {self.json} and {self.parquet.name} ({self.rows} rows from {what})"
+
+
+def record_baseline(sources: Path | Sequence[Path], out: Path = DEFAULT_BASELINE_DIR, *,
+                    device: str | None = None) -> BaselineRecord:
+    """The `baseline` command: read one device's run(s) from any path `load_frame` accepts (`--from`, repeatable),
+    pool several (`pool_runs`), and write them as that device's baseline in `out`."""
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    if not sources:
+        raise UsageError("--from: give at least one results folder")
+    loaded = [load_frame(src, slug=device, label="--from") for src in sources]
+    paths = tuple(path for _, path in loaded)
+    if len(set(paths)) != len(paths):
+        raise UsageError("--from: the same run was given twice; pass distinct runs (e.g. five repeats of the "
+                         "same command)")
+    pooled = pool_runs([df for df, _ in loaded])
+    return BaselineRecord(write_baseline(pooled, out, source=", ".join(map(str, paths))), pooled.height, paths)
+
+

@@ -122,9 +122,12 @@ def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int =
     """Time `runner.launch(batch)` on an open runner.
 
     Returns the trtexec statistics plus throughput, iterations, duration, `latency_samples_ms` (every
-    timed iteration, in run order), `cpu_threads` (the intra-op threads in effect, from the runner) and,
+    timed iteration, in run order), `cpu_threads` (the intra-op threads in effect, from the runner),
+    `cpu_other_pct` (the share of the machine's CPUs other processes used meanwhile: `env.OtherLoad`) and,
     on GPU, peak memory.
     """
+    from ..env import OtherLoad
+
     runner.prepare(batch)
     on_gpu = str(getattr(runner, "device", "cpu")).startswith("cuda")
     torch_memory = on_gpu and getattr(runner, "torch_allocator", True)  # TensorRT allocates outside torch
@@ -136,6 +139,7 @@ def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int =
         import torch
 
         torch.cuda.reset_peak_memory_stats()
+    others = OtherLoad()
     start = time.perf_counter()
     if on_gpu:
         new_event = getattr(runner, "event", None)
@@ -147,7 +151,8 @@ def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int =
         wall = time.perf_counter() - start
         per_s = 1000.0 / stats(times)["latency_mean_ms"]
     out: dict[str, Any] = stats(times)
-    out.update({"iterations": len(times), "duration_s": wall,
+    out.update({"cpu_other_pct": others.percent(),
+                "iterations": len(times), "duration_s": wall,
                 "throughput_exec_s": per_s,
                 "throughput_img_s": batch * per_s,
                 "latency_samples_ms": [float(t) for t in times],

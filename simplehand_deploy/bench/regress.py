@@ -12,6 +12,13 @@ bound of the relative change. "Significant" means that bound lies beyond zero. R
 (older folders, CSV/JSON files) fall back to the summary columns: the standard error of a median of
 `iterations` independent samples with CoV `latency_cov`.
 
+One run cannot see how much the *next* run of the same command will differ: on a shared VM the
+neighbours, clocks and cache pressure change over tens of seconds, and a 4-second run can sit entirely
+in a slow or a fast spell. A baseline pooled from several runs (`simplehand-bench baseline --from A
+--from B ...`, `bench.baseline.pool_runs`) records that run-to-run spread per row
+(`latency_p50_run_cov`, `throughput_run_cov`, `baseline_runs`), and such rows are judged by it instead
+(`runs_change`): the new run is one more draw from the distribution the baseline's runs came from.
+
 Accuracy drift is deterministic for a given artifact, so it is gated on an absolute tolerance in
 millimetres. Rows the baseline has and the current run lacks are regressions too: a runner that
 silently stopped running must not pass. A runner that cannot run on this machine (status
@@ -56,6 +63,9 @@ DRIFT_METRICS = (
 CONFIDENCE = 0.95
 MIN_BATCHES, MAX_BATCHES = 5, 20  # batch-means standard error: contiguous batches per run
 SAMPLES = "latency_samples_ms"
+# baselines pooled from several runs: the column holding each metric's run-to-run spread (bench.baseline.pool_runs)
+RUN_SPREAD = {"latency_p50_ms": "latency_p50_run_cov", "throughput_img_s": "throughput_run_cov"}
+OTHER_LOAD_NOTE_PCT = 10.0  # cpu_other_pct from which a latency row's verdict carries a note
 
 Verdict = Literal["ok", "improved", "regression", "missing", "error", "new", "skipped", "not measured"]
 FAILING: frozenset[str] = frozenset({"regression", "missing", "error"})
@@ -350,16 +360,36 @@ def _samples(row: dict) -> np.ndarray | None:
     return x if len(x) >= 2 else None
 
 
+def runs_change(worse: float, run_cov: float, runs: int, *, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """One-sided bounds of a single run's relative change against a baseline pooled from `runs` runs.
+
+    `run_cov` is the standard deviation of the log metric across the baseline's runs: how much one run of
+    the command moves from the next on this machine, within-run noise included. A new single run is one
+    more draw, and the baseline is the mean of `runs` draws, so the log difference has standard error
+    run_cov * sqrt(1 + 1/runs); a Student t quantile with runs - 1 degrees of freedom gives the bounds.
+    """
+    from scipy.stats import t as student_t
+
+    d = math.log1p(worse)
+    q = float(student_t.ppf(confidence, runs - 1)) * run_cov * math.sqrt(1.0 + 1.0 / runs)
+    return math.expm1(d - q), math.expm1(d + q)
+
+
 def _latency_checks(base: dict, cur: dict, tol: float) -> tuple[Check, ...]:
     sb, sc = _samples(base), _samples(cur)
     boot = samples_change(sb, sc) if sb is not None and sc is not None else None
+    runs = int(_num(base, "baseline_runs") or 0)
     checks = []
     for col, higher_is_better in LATENCY_METRICS:
         b, c = _num(base, col), _num(cur, col)
         if b is None or c is None or b <= 0 or c <= 0:
             continue
         worse = (b / c - 1.0) if higher_is_better else (c / b - 1.0)
-        if boot is not None:
+        run_cov = _num(base, RUN_SPREAD[col])
+        if runs >= 2 and run_cov is not None:
+            low, high = runs_change(worse, run_cov, runs)
+            method = f"run-to-run spread of {runs} baseline runs"
+        elif boot is not None:
             # throughput = batch / mean latency: its loss is the mean latency's relative increase
             _, low, high = boot["mean" if higher_is_better else "median"]
             method = f"batch means ({boot['batches'][0]}/{boot['batches'][1]} batches)"
@@ -392,6 +422,21 @@ def _drift_checks(base: dict, cur: dict, tol_mm: float) -> tuple[Check, ...]:
     return tuple(checks)
 
 
+def _load_note(base: dict, cur: dict) -> str:
+    """Say when other processes on the machine used a notable share of the CPUs while a row was timed.
+
+    The verdict does not change (a run slowed by a crowded machine *is* slower, and a hypervisor's
+    neighbours stay invisible to this column anyway), but the reader learns whose time it was.
+    """
+    ob, oc = _num(base, "cpu_other_pct"), _num(cur, "cpu_other_pct")
+    if max(ob or 0.0, oc or 0.0) < OTHER_LOAD_NOTE_PCT:
+        return ""
+    def fmt(v: float | None) -> str:
+        return "not recorded" if v is None else f"{v:.0f}%"
+    return (f"other processes used {fmt(oc)} of the CPUs while the current row was timed (baseline {fmt(ob)}): "
+            "re-measure on a quiet machine before trusting this row")
+
+
 def _judge(base: dict, cur: dict, latency_tol: float, drift_tol_mm: float) -> tuple[Verdict, tuple[Check, ...], str]:
     b_status, c_status = str(base.get("status") or "ok"), str(cur.get("status") or "ok")
     if c_status.startswith("skipped"):
@@ -404,6 +449,7 @@ def _judge(base: dict, cur: dict, latency_tol: float, drift_tol_mm: float) -> tu
         checks = _latency_checks(base, cur, latency_tol)
         fb, fc = base.get("fused"), cur.get("fused")
         note = f"fused differs ({fb} -> {fc}): not the same model graph" if None not in (fb, fc) and fb != fc else ""
+        note = "; ".join(n for n in (note, _load_note(base, cur)) if n)
         if any(c.failed for c in checks):
             return "regression", checks, note
         improved = any(-c.change > c.threshold and c.significant_better for c in checks)

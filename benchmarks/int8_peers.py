@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 RECIPE = {"train": "simplehand-deploy train --config tiny --synthetic --steps 300 --seed 1 --rotation 0",
           "calib": "simplehand-deploy calib-set --synthetic --num 32 --seed 1",
           "held_out": "simplehand-deploy calib-set --synthetic --num 64 --seed 777"}
-OURS_GOAL = ("ours dense", "ours all")
+# Ours for the goal: the default placement, `all`, and `all` with `int8 --scale-search` (minmax and entropy).
+OURS_GOAL = ("ours dense", "ours all", "ours all scale-search", "ours all entropy scale-search")
 
 
 def _ensure_modelopt() -> str:
@@ -99,11 +100,19 @@ def _cpu_ms(path: Path, image: Any, threads: int, duration: float) -> float:
 
 def _variants(method: str, max_drift_mm: float) -> list[dict[str, Any]]:
     ours = [("ours dense", {"placement": "dense"}), ("ours all", {"placement": "all"}),
-            ("ours all+repair", {"placement": "all", "max_drift_mm": max_drift_mm})]
+            ("ours all+repair", {"placement": "all", "max_drift_mm": max_drift_mm}),
+            ("ours all scale-search", {"placement": "all", "scale_search": True})]
     rows = [{"variant": n, "quantizer": "ort", "method": method, **kw} for n, kw in ours]
-    if method != "entropy":  # ours with ModelOpt's default calibration too (outside the goal: not our default)
+    if method != "entropy":  # ours with ModelOpt's default calibration too
         rows += [{"variant": f"ours {p} entropy", "quantizer": "ort", "method": "entropy", "placement": p}
                  for p in ("dense", "all")]
+        rows.append({"variant": "ours all entropy scale-search", "quantizer": "ort", "method": "entropy",
+                     "placement": "all", "scale_search": True})
+    # Diagnostic (issue 14, MAC share): ModelOpt's extra layer, the vertex head's token upsample, quantised too,
+    # with the activation-by-activation attention MatMuls of the token regressor kept float; scale search on.
+    rows.append({"variant": "ours all+upsample, attention float, scale-search", "quantizer": "ort",
+                 "method": "entropy", "placement": "all", "scale_search": True, "int8_upsample": True,
+                 "exclude_attention": True, "diagnostic": True})
     for m, mo_name in (("minmax", "max"), ("entropy", "entropy")):
         for high in ("fp32", "fp16"):
             rows.append({"variant": f"modelopt {mo_name} {high}", "quantizer": "modelopt", "method": m,
@@ -126,6 +135,18 @@ def _dense_exclusions(fp32: Path) -> list[str]:
     return sorted(keep & {n.name for n in g.node if n.op_type in INT8_OPS})
 
 
+def _attention_matmuls(fp32: Path) -> list[str]:
+    """The token regressor's MatMuls that multiply two activations (attention scores and attention x values)."""
+    from simplehand_deploy.export import load_onnx
+    from simplehand_deploy.precision.graph import sensitive_nodes
+
+    g = load_onnx(fp32).graph
+    marks = sensitive_nodes(g)
+    inits = {t.name for t in g.initializer}
+    return sorted(n.name for n in g.node if n.op_type == "MatMul" and n.name in marks["token_regressor"]
+                  and not any(i in inits for i in n.input))
+
+
 def _quantise(v: dict[str, Any], fp32: Path, calib: Path, out: Path) -> float:
     from simplehand_deploy.precision import quantize_int8
     from simplehand_deploy.precision.modelopt import quantize_modelopt
@@ -137,7 +158,9 @@ def _quantise(v: dict[str, Any], fp32: Path, calib: Path, out: Path) -> float:
                           progress=False)
     else:
         quantize_int8(fp32, calib, out, method=v["method"], placement=v["placement"],
-                      max_drift_mm=v.get("max_drift_mm"), progress=False)
+                      max_drift_mm=v.get("max_drift_mm"), scale_search=bool(v.get("scale_search")),
+                      int8_upsample=bool(v.get("int8_upsample")),
+                      exclude=_attention_matmuls(fp32) if v.get("exclude_attention") else None, progress=False)
     return time.perf_counter() - t0
 
 
@@ -358,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (torch and ORT) for the CPU times")
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per CPU timing")
     ap.add_argument("--reuse", action="store_true", help="keep graphs made earlier from the same FP32 graph and crops")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="tiny weights to use instead of training the recipe's (recorded in preset.json)")
     ap.add_argument("--fastvit-checkpoint", type=Path, default=None,
                     help="also run the main table on fastvit_ma36 with these weights")
     args = ap.parse_args(argv)
@@ -377,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     env = fingerprint()
     t_start = time.time()
-    ckpt = _train(args.work, args.steps)
+    ckpt = args.checkpoint or _train(args.work, args.steps)
     calib = ensure_calibration_set(args.work / f"calib-{args.calib_num}", synthetic=True, num=args.calib_num, seed=1,
                                    progress=False)
     held_out = ensure_calibration_set(args.work / "held-out", synthetic=True, num=args.held_out_num, seed=777,
@@ -386,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.out / f"{env['run_id']}-int8-peers"
     folder.mkdir(parents=True, exist_ok=True)
     all_rows: list[dict[str, Any]] = []
-    report: dict[str, Any] = {"recipe": RECIPE, "args": {k: str(v) for k, v in vars(args).items()},
+    recipe = {**RECIPE, "train": f"not run: weights from --checkpoint {args.checkpoint}"} if args.checkpoint else RECIPE
+    report: dict[str, Any] = {"recipe": recipe, "args": {k: str(v) for k, v in vars(args).items()},
                               "modelopt_venv": venv, "models": {}}
     hand = HandRegions.from_labels(load_calibration_set(held_out).vertices, load_calibration_set(held_out).xyz)
     md = []
@@ -413,7 +439,9 @@ def main(argv: list[str] | None = None) -> int:
                                f"{config}: {name}, held-out mean vertex drift vs FP32 eager", hand.regions)
         if "why" in v:
             raise SystemExit(f"error: {v['why']} (see the status column)")
-        md.append(f"### {config} ({info.short})\n\n" + table_md(rows) +
+        weights_note = (f"Weights: `{weights}` (given with --checkpoint; not the recipe's training run).\n\n"
+                        if config == "tiny" and args.checkpoint else "")
+        md.append(f"### {config} ({info.short})\n\n" + weights_note + table_md(rows) +
                   f"\nGoal (ours default or `all` <= half the best ModelOpt drift, share >= highest ModelOpt share "
                   f"- 1 pt): **{'met' if v['met'] else 'NOT met'}** (best ModelOpt: {v['best_modelopt']}, "
                   f"{v['best_modelopt_drift_mm']:.3f} mm; highest ModelOpt share "

@@ -10,6 +10,7 @@ One job per module:
 * `qdq`: INT8 Q/DQ quantisation (ONNX Runtime's quantiser, TensorRT-style placement);
 * `repair`: sensitivity repair of an INT8 graph against a drift budget;
 * `macs`: INT8 MAC share, read from a quantised graph (ours or anyone's);
+* `scale_search`: output-aware search of the activation scales against the FP32 graph (`int8 --scale-search`);
 * `ort_patches`: the pinned ONNX Runtime calibrator patches.
 """
 

@@ -75,7 +75,8 @@ class _Reader:
         self._it = None
 
 
-def _check_options(method: str, quantizer: str, max_drift_mm: float | None, placement: str, target: str) -> None:
+def _check_options(method: str, quantizer: str, max_drift_mm: float | None, placement: str, target: str,
+                   scale_search: bool = False) -> None:
     """The INT8 options' vocabularies and combinations, checked before any work; errors name the flag."""
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
@@ -87,6 +88,9 @@ def _check_options(method: str, quantizer: str, max_drift_mm: float | None, plac
     if quantizer == "modelopt" and max_drift_mm is not None:
         raise UsageError("--max-drift-mm (sensitivity repair) belongs to --quantizer ort; ModelOpt places "
                          "its own Q/DQ (use --exclude to keep nodes float)")
+    if quantizer == "modelopt" and scale_search:
+        raise UsageError("--scale-search belongs to --quantizer ort (it tunes our calibrated scales); drop it "
+                         "with --quantizer modelopt")
     if quantizer not in QUANTIZERS:
         raise UsageError(f"--quantizer {quantizer!r}: choose ort or modelopt")
 
@@ -102,6 +106,8 @@ def quantize_int8(
     max_drift_mm: float | None = None,
     placement: Placement = DEFAULT_PLACEMENT,
     target: Target = DEFAULT_TARGET,
+    scale_search: bool = False,
+    int8_upsample: bool = False,
     batch_size: int = 8,
     progress: bool = True,
 ) -> OnnxArtifact:
@@ -111,14 +117,18 @@ def quantize_int8(
     Symmetric int8 activations (per tensor) and weights (per channel: Conv axis 0, ConvTranspose
     axis 1), zero points 0. `target` trt10: opset 19, FP16 scales on the DQs feeding the FP16
     remainder, the FP32 island of the FP16 artifact (norms, softmax and attention scores, grid path,
-    heads) kept FP32; trt8: FP32 scales, opset 17. Q/DQ sits only on the inputs of the
+    heads) kept FP32; trt8: FP32 scales, opset 17. `scale_search`: after calibration (and any repair), tune the
+    activation scales against the FP32 graph's outputs on the calibration crops (`scale_search.search_scales`;
+    the repair's held-out crops are never seen); recorded as `extra.scale_search`. `int8_upsample` (diagnostic,
+    library only): quantise the vertex head's token upsample too (336 -> 778 tokens, 8% of tiny's
+    weighted-layer MACs), which ModelOpt quantises and our placements keep float. Q/DQ sits only on the inputs of the
     quantised weighted layers, TensorRT's recommended placement: no Q/DQ on their outputs (ORT's
     default would put one on every output, in front of GELU, softmax and the residual adds), and
     a float layer next to a quantised one reads the float tensor, not the DQ output they would share.
     Measured on a trained tiny (held-out crops, minmax), placement `all`: ORT's default Q/DQ 2.54 mm mean
     vertex drift, inputs only 1.72 mm, plus float readers 1.56 mm; placement `dense`: 0.68 mm.
     """
-    _check_options(method, quantizer, max_drift_mm, placement, target)
+    _check_options(method, quantizer, max_drift_mm, placement, target, scale_search)
     if quantizer == "modelopt":  # NVIDIA's quantiser in its own venv (precision/modelopt.py)
         from .modelopt import quantize_modelopt
 
@@ -129,13 +139,15 @@ def quantize_int8(
     cal = load_calibration_set(calib)
     graph = load_onnx(src)
     marks = sensitive_nodes(graph.graph)
-    keep_float = marks["grid_path"] | marks["vertex_head"] | resolve_exclude(graph.graph, exclude or ())
+    head = sensitive_nodes(graph.graph, head_layers=1)["vertex_head"] if int8_upsample else marks["vertex_head"]
+    keep_float = marks["grid_path"] | head | resolve_exclude(graph.graph, exclude or ())
     if placement == "dense":
         keep_float |= marks["token_regressor"] | marks["depthwise"]
     weighted = {n.name for n in graph.graph.node if n.op_type in INT8_OPS}
     excluded = sorted(keep_float & weighted)
     out = Path(out)
     repaired: SensitivityRepair | None = None
+    searched: dict[str, Any] | None = None
     images, check = cal.images, None
     if max_drift_mm is not None:  # the budget is checked on crops the calibration never saw
         held = held_out_count(len(images))
@@ -168,6 +180,10 @@ def quantize_int8(
                     {**repair(named, tmp, quantise, excluded, max_drift_mm, check_images=check, progress=progress),
                      "checked_on": held_out}, "sensitivity repair")
                 excluded = list(repaired.excluded_nodes or ())
+            if scale_search:
+                from .scale_search import search_scales
+
+                searched = search_scales(tmp, named, images, batch_size=batch_size, progress=progress)
         finally:
             named.unlink(missing_ok=True)
         from ..ort import make_session
@@ -184,7 +200,8 @@ def quantize_int8(
                "scales": "float16 where the DQ feeds FP16, else float32" if target == "trt10" else "float32",
                "fp32_island": sorted(fp32_island) if target == "trt10" else None,
                "activations": "int8 symmetric per-tensor", "weights": "int8 symmetric per-channel",
-               "op_types": list(INT8_OPS), "ort_patches_verified": patches_verified(),
+               "op_types": list(INT8_OPS), "ort_patches_verified": patches_verified(), "scale_search": searched,
+               **({"int8_upsample": True} if int8_upsample else {}),
                **({} if repaired else {"sensitivity_repair": None})})
     return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="int8",
                                            opset=TARGET_OPSET[target], int8_target=target, int8=recipe,
@@ -205,6 +222,7 @@ class Int8Config:
     placement: Placement = DEFAULT_PLACEMENT
     max_drift_mm: float | None = None  # None: no sensitivity repair
     target: Target = DEFAULT_TARGET
+    scale_search: bool = False  # output-aware activation-scale search after calibration
     progress: bool = True
 
     @classmethod
@@ -214,7 +232,7 @@ class Int8Config:
         given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                  for k, v in options.items() if v is not None}
         cfg = cls(progress=not quiet, **given)
-        _check_options(cfg.method, cfg.quantizer, cfg.max_drift_mm, cfg.placement, cfg.target)
+        _check_options(cfg.method, cfg.quantizer, cfg.max_drift_mm, cfg.placement, cfg.target, cfg.scale_search)
         return cfg
 
 
@@ -238,6 +256,10 @@ class Int8Result:
         """What the command prints: the repair's outcome (when it ran) and the artifact written."""
         recipe, rep = self.artifact.int8, self.repair
         out = []
+        found = (recipe.extra or {}).get("scale_search") if recipe is not None else None
+        if found:
+            out.append(f"scale search: calibration-crop drift {found['start_mm']:.3f} -> {found['final_mm']:.3f} mm, "
+                       f"{len(found['changed'])} of {found['activation_scales']} activation scales changed")
         if rep is not None:
             out.append(f"sensitivity repair: drift {rep.drift_all_quantised_mm:.3f} -> {rep.final_drift_mm:.3f} mm "
                        f"(budget {rep.budget_mm} mm, on {rep.checked_on_crops} held-out crops), "
@@ -259,7 +281,7 @@ def run_int8(cfg: Int8Config) -> Int8Result:
     """Quantise the graph `cfg` names; the artifact written, with the repair's verdict."""
     return Int8Result(quantize_int8(cfg.onnx, cfg.calib, cfg.out, method=cfg.method, exclude=cfg.exclude,
                                     quantizer=cfg.quantizer, max_drift_mm=cfg.max_drift_mm, placement=cfg.placement,
-                                    target=cfg.target, progress=cfg.progress))
+                                    target=cfg.target, scale_search=cfg.scale_search, progress=cfg.progress))
 
 
 def _versions() -> dict[str, str]:

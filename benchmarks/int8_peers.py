@@ -313,7 +313,8 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
             label = "ours (--quantizer ort)" if who == "ort" else "ModelOpt 0.47 ONNX PTQ"
             ax.scatter([100 * r["int8_mac_share"] for r in sel], [r["vertex_drift_mean_mm"] for r in sel],
                        marker=marker, s=55, color="none" if diag else color, edgecolors=color,
-                       label=f"{label}, our dense exclusions (diagnostic)" if diag else label)
+                       label=(f"{label}, our dense exclusions (diagnostic)" if who == "modelopt" else
+                              f"{label}, diagnostic") if diag else label)
         stacked = [r for r in pts if who == "modelopt" and not r.get("diagnostic")]
         if stacked:  # ModelOpt's variants share one MAC share: one label block, highest drift first
             stacked.sort(key=lambda r: -r["vertex_drift_mean_mm"])

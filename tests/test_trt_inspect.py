@@ -161,8 +161,8 @@ def test_no_tf32_reaches_the_builder(monkeypatch, tmp_path):
         seen["build"] = kw["tf32"]
         return build.EngineArtifact(tmp_path / "k.plan", key="k", cached=True)
 
-    def fake_job(**kw):
-        seen["engine"] = kw["tf32"]
+    def fake_job(cfg=None, /, **kw):  # the CLI passes one EngineJobConfig (issue 15)
+        seen["engine"] = cfg.tf32 if cfg is not None else kw["tf32"]
         return pipeline.EngineJob(())
 
     monkeypatch.setattr(build, "build_engine", fake_build)

@@ -212,20 +212,9 @@ def calibration_set_matches(
     return all(existing.manifest.get(k) == v for k, v in wanted.items())
 
 
-def ensure_calibration_set(
-    out: str | os.PathLike[str],
-    *,
-    freihand: str | os.PathLike[str] | None = None,
-    synthetic: bool = False,
-    split: str = "training",
-    num: int = 64,
-    seed: int = 0,
-    scale_enlarge: float = 1.25,
-    progress: bool = True,
-) -> Path:
-    """Reuse `out` only when it was built with exactly these settings and verifies; else rebuild."""
-    settings: dict[str, Any] = {"freihand": freihand, "synthetic": synthetic, "split": split, "num": num,
-                                "seed": seed, "scale_enlarge": scale_enlarge}
+def ensure_calibration_set(out: str | os.PathLike[str], *, progress: bool = True, **settings: Any) -> Path:
+    """Reuse `out` only when it was built with exactly these settings (`build_calibration_set`'s keywords) and
+    verifies; else rebuild."""
     if calibration_set_matches(out, **settings):
         return Path(out)
     return build_calibration_set(out, **settings, progress=progress)

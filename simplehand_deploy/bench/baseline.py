@@ -247,7 +247,7 @@ def pool_runs(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
     """
     import polars as pl
 
-    from .regress import KEY_COLUMNS, SAMPLES
+    from .regress import KEY_COLUMNS, RUN_SPREAD, SAMPLES
     from .results import conform
 
     if len(frames) < 2:
@@ -268,7 +268,8 @@ def pool_runs(frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
     pooled = (stacked.group_by(keys, maintain_order=True)
               .agg(pl.len().alias("_n"), *[x.mean().exp().alias(c) for x, c in zip(logs, ("latency_p50_ms",
                    "latency_mean_ms", "throughput_img_s"), strict=True)],
-                   logs[0].std(ddof=1).alias("latency_p50_run_cov"), logs[2].std(ddof=1).alias("throughput_run_cov"))
+                   logs[0].std(ddof=1).alias(RUN_SPREAD["latency_p50_ms"]),
+                   logs[2].std(ddof=1).alias(RUN_SPREAD["throughput_img_s"]))
               .filter(pl.col("_n") == n).drop("_n")
               .with_columns(pl.lit(n, pl.Int64).alias("baseline_runs")))
     base = conform(first)

@@ -1,4 +1,7 @@
-"""The SimpleHand network: timm FastViT backbone, 2-D keypoint head, keypoint-guided mesh head.
+"""The SimpleHand network: a timm backbone (FastViT or HRNet), 2-D keypoint head, keypoint-guided mesh head.
+
+Any timm trunk whose `forward_features` gives a (B, C, 7, 7) map at 224 x 224 fits: the uv head
+pools it, the mesh head deconvolves it to the 28 x 28 token grid.
 
 Written from the architecture digest (`shared/reference/simplehand-architecture.md` §2); the
 parameter names reproduce the official state-dict layout so official checkpoints load strictly.
@@ -159,9 +162,9 @@ class SimpleHand(nn.Module):
         import timm
 
         self.cfg = cfg
-        self.backbone = timm.create_model(
-            cfg.backbone, pretrained=False, drop_path_rate=cfg.drop_path_rate, **cfg.backbone_kwargs
-        )
+        # timm's HRNet takes no drop_path_rate (it raises on unknown arguments): only pass a non-zero rate.
+        drop = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
+        self.backbone = timm.create_model(cfg.backbone, pretrained=False, **drop, **cfg.backbone_kwargs)
         channels = int(self.backbone.num_features)
         self.keypoints_2d_head = nn.Linear(channels, NUM_JOINTS * 2)
         self.mesh_head = MeshHead(channels, cfg)
@@ -182,7 +185,8 @@ def fuse(model: SimpleHand) -> SimpleHand:
     """Apply timm's FastViT re-parameterisation in place (inference only; the state dict changes).
 
     Fusion folds the train-time multi-branch convolutions into single convs; outputs agree with
-    the unfused model to ~1e-5 on vertices.
+    the unfused model to ~1e-5 on vertices. HRNet has no re-parameterisable blocks: a no-op there
+    (its BatchNorms fold into the convolutions at ONNX simplification instead).
     """
     try:
         from timm.utils import reparameterize_model

@@ -150,6 +150,20 @@ class MeshHead(nn.Module):
         return self.pred_final(x)
 
 
+def _zero_init_residuals(backbone: nn.Module) -> None:
+    """Start every residual block that supports it (timm's ResNet blocks, which HRNet is built of) as the identity.
+
+    timm's HRNet leaves its blocks' last BatchNorm at gain 1; with fresh BatchNorm statistics (eval mode divides by
+    1) the ~100 residual blocks of HRNet-W48 then compound to features of ~4e8 and uv of ~7e7, so seed-initialised
+    outputs are noise and an FP32 export cannot match them to 1e-4. Zero-initialising the last gain (as timm's
+    ResNets do by default) keeps them at O(1-10). FastViT has no such blocks (it has layer scale instead).
+    Weights loaded from a checkpoint replace all of this.
+    """
+    for module in backbone.modules():
+        if module is not backbone and hasattr(module, "zero_init_last"):
+            module.zero_init_last()
+
+
 class SimpleHand(nn.Module):
     """image (B, 3, 224, 224) BGR 0..255 -> uv (B, 21, 2) in [0, 1] of the crop, vertices (B, 778, 3) metres.
 
@@ -165,6 +179,7 @@ class SimpleHand(nn.Module):
         # timm's HRNet takes no drop_path_rate (it raises on unknown arguments): only pass a non-zero rate.
         drop = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
         self.backbone = timm.create_model(cfg.backbone, pretrained=False, **drop, **cfg.backbone_kwargs)
+        _zero_init_residuals(self.backbone)
         channels = int(self.backbone.num_features)
         self.keypoints_2d_head = nn.Linear(channels, NUM_JOINTS * 2)
         self.mesh_head = MeshHead(channels, cfg)

@@ -120,7 +120,8 @@ class DexYCB:
         serials = sorted({s for q in self.sequences for s in q.serials})
         self.intrinsics = {s: read_intrinsics(self.root, s) for s in serials}
         self.frames: list[tuple[int, str, int]] = [
-            (q_i, serial, f) for q_i, q in enumerate(self.sequences) for serial in q.serials for f in range(q.num_frames)
+            (q_i, serial, f)
+            for q_i, q in enumerate(self.sequences) for serial in q.serials for f in range(q.num_frames)
         ]
         if not self.frames:
             raise UsageError(f"DexYCB folder {self.root}: no frames in split {split}")
@@ -201,7 +202,7 @@ class DexYCB:
         if is_handless(xyz):
             return None
         K = self.intrinsics[serial]
-        uv = labels["joint_2d"] if "joint_2d" in labels else None
+        uv = labels.get("joint_2d")
         if uv is None:
             p = xyz @ K.T
             uv = p[:, :2] / p[:, 2:3]
@@ -241,13 +242,24 @@ class DexYCB:
         return sample
 
     def next_with_hand(self, i: int, taken: set[int] | None = None) -> tuple[int, int]:
-        """(first frame at or after i, wrapping, that has a hand and is not in `taken`; frames skipped)."""
+        """(first frame at or after i, wrapping, that has a hand and is not in `taken`; handless frames passed)."""
         taken = taken or set()
+        handless = 0
         for step in range(len(self)):
             j = (i + step) % len(self)
-            if j not in taken and self.annotation(j) is not None:
-                return j, step
+            if j in taken:
+                continue
+            if self.annotation(j) is not None:
+                return j, handless
+            handless += 1
         raise UsageError(f"DexYCB folder {self.root}: no frame with a hand in split {self.split}")
+
+
+def default_split(root: str | os.PathLike[str], purpose: str) -> str:
+    """s0-train (calibration) or s0-test (evaluation) on the full release, `all` on a subset."""
+    if not DexYCB.full_release(root):
+        return "all"
+    return "s0-test" if purpose == "eval" else "s0-train"
 
 
 def _labels(path: Path) -> dict[str, np.ndarray]:
@@ -266,6 +278,7 @@ def _labels(path: Path) -> dict[str, np.ndarray]:
     for key, shape in shapes.items():
         if key in data:
             if data[key].size != int(np.prod(shape)):
-                raise UsageError(f"{path}: {key!r} has shape {data[key].shape}, expected (1, {', '.join(map(str, shape))})")
+                want = ", ".join(map(str, shape))
+                raise UsageError(f"{path}: {key!r} has shape {data[key].shape}, expected (1, {want})")
             out[key] = data[key].reshape(shape)
     return out

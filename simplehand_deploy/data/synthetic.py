@@ -183,8 +183,8 @@ def regressor() -> np.ndarray:
     return R.astype(np.float32)
 
 
-def sample_scene(rng: np.random.Generator, K: np.ndarray | None = None, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE),
-                 left: bool = False) -> dict[str, np.ndarray]:
+def sample_scene(rng: np.random.Generator, K: np.ndarray | None = None,
+                 size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), left: bool = False) -> dict[str, np.ndarray]:
     """One hand in a camera: K, xyz (21,3) and vertices (778,3) in metres, camera frame.
 
     Default: a 224 x 224 FreiHAND-like camera drawn per sample. With `K` (a fixed camera, e.g. DexYCB's

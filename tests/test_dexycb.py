@@ -199,5 +199,6 @@ def test_eval_pa_mpjpe_matches_a_plain_recomputation(tmp_path: Path, trained_tin
                 errors.append(np.linalg.norm(align_reference(pred, gt_crop) - gt_crop, axis=1).mean())
     assert metrics["num"] == len(errors) and metrics["handless_skipped"] == handless and metrics["left_hands"] == left
     assert left > 0 and handless > 0
-    assert metrics["pa_mpjpe_mm"] == pytest.approx(np.mean(errors) * 1000, abs=1e-3)
+    # eval runs the model on batches of 16, this on single frames: 25.0075 vs 25.0056 mm measured (float32 convs)
+    assert metrics["pa_mpjpe_mm"] == pytest.approx(np.mean(errors) * 1000, abs=0.01)
     assert "pa_mpvpe_mm" in metrics  # synthetic labels carry their vertices

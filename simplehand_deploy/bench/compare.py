@@ -73,8 +73,8 @@ def block_ratios(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     return bv / av
 
 
-def bootstrap_median(ratios: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                     confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+def bootstrap_median(ratios: Sequence[float] | np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(median, low, high): the median of the per-block ratios and its percentile-bootstrap interval.
 
     Blocks are resampled with replacement (a block, not a sample, is the unit: its two sides were

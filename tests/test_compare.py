@@ -235,3 +235,21 @@ def test_compare_end_to_end(trained_engines: dict[str, Path], tmp_path: Path,
     err = capsys.readouterr().err
     assert code == 1, err
     assert "FAIL" in err and "vertex_drift_mean_mm" in err
+
+
+def test_none_means_the_default_and_help_states_it(tmp_path: Path) -> None:
+    import typer
+
+    from simplehand_deploy.bench.compare import DEFAULT_BATCHES, DEFAULT_DURATION, DEFAULT_ROUNDS, CompareConfig
+
+    a, b = _graph(tmp_path / "a.onnx"), _graph(tmp_path / "b.onnx")
+    cfg = CompareConfig.from_cli(baseline=a, current=b, rounds=None, duration=None, latency_tol=None, runner=None,
+                                 batch_sizes=None, drift_tol_mm=None)
+    assert cfg == CompareConfig(a, b) and cfg.resolved_runner() == "onnxruntime"
+    assert CompareConfig.from_cli(baseline=a, current=b, latency_tol="15%").latency_tol == pytest.approx(0.15)
+    command = typer.main.get_command(bench).commands["compare"]  # type: ignore[attr-defined]
+    helps = {p.name: p.help or "" for p in command.params}
+    assert f"default {DEFAULT_ROUNDS}" in helps["rounds"] and f"default {DEFAULT_DURATION:.1f}" in helps["duration"]
+    assert f"default {DEFAULT_BATCHES}" in helps["batch_sizes"]
+    assert "10% (default)" in helps["latency_tol"] and "default 0.05" in helps["drift_tol_mm"]
+    assert CompareConfig.latency_tol == 0.10 and CompareConfig.drift_tol_mm == 0.05  # type: ignore[comparison-overlap]

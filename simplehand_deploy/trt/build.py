@@ -40,6 +40,7 @@ from .inspect import (
 )
 
 DEFAULT_PROFILE = (1, 8, 64)
+BUFFERS = ("auto", "torch", "cuda-python", "pycuda")  # `--buffers`: how CUDA memory and the device are reached
 
 
 def parse_profile(text: str) -> tuple[int, int, int]:
@@ -91,14 +92,19 @@ def cuda_device(buffers: str = "auto") -> dict[str, Any]:
     """Device 0: name, SM, SM count, total memory (MB), Jetson board model and CUDA major, seen through the
     buffer backend `buffers` (auto: torch, else cuda-python, else pycuda); UsageError without a CUDA device."""
     probes = {"torch": _torch_device, "cuda-python": _cuda_python_device, "pycuda": _pycuda_device}
-    if buffers != "auto" and buffers not in probes:
-        raise UsageError(f"--buffers {buffers!r}: choose one of auto, {', '.join(probes)}")
+    check_buffers(buffers)
     for name in probes if buffers == "auto" else (buffers,):
         found = probes[name]()
         if found is not None:
             return {**found, "board": board_model()}
     seen = "neither torch, cuda-python nor pycuda" if buffers == "auto" else buffers
     raise UsageError(f"no CUDA device: TensorRT engines are built and run on an NVIDIA GPU ({seen} sees one)")
+
+
+def check_buffers(buffers: str) -> str:
+    if buffers not in BUFFERS:
+        raise UsageError(f"--buffers {buffers!r}: choose one of {', '.join(BUFFERS)}")
+    return buffers
 
 
 def _torch_device() -> dict[str, Any] | None:
@@ -187,6 +193,7 @@ def build_engine(
     reuse a cached engine or build, verify and record a new one.
     """
     onnx_path = check_request(onnx_path, precision, profile)
+    check_buffers(buffers)
     trt = require_tensorrt()
     device = cuda_device(buffers)
     from ..ort import graph_kind

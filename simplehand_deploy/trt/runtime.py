@@ -22,10 +22,9 @@ import numpy as np
 
 from .._deps import INSTALL_HINTS
 from ..errors import UsageError
-from .build import cuda_device, require_tensorrt
+from .build import BUFFERS, check_buffers, cuda_device, require_tensorrt
 
 OUTPUTS = ("uv", "vertices")
-BUFFERS = ("auto", "torch", "cuda-python", "pycuda")
 IMAGE = (3, 224, 224)
 
 
@@ -44,9 +43,7 @@ def choose_buffers(requested: str, available: dict[str, bool]) -> str:
     """The buffer backend for `--buffers`: `auto` = torch (torch with CUDA), else cuda-python, else pycuda
     (a Jetson whose torch lacks CUDA); a named one as asked (its constructor says how to install it).
     `available`: backend -> usable here."""
-    if requested not in BUFFERS:
-        raise UsageError(f"--buffers {requested!r}: choose one of {', '.join(BUFFERS)}")
-    if requested != "auto":
+    if check_buffers(requested) != "auto":
         return requested
     for name in BUFFERS[1:]:
         if available.get(name):
@@ -422,8 +419,8 @@ class _PycudaMem:
 
 
 def _memory(buffers: str) -> Any:
-    name = choose_buffers(buffers, available_buffers() if buffers == "auto" else {})
-    return {"torch": _TorchMem, "cuda-python": _CudaPythonMem, "pycuda": _PycudaMem}[name]()
+    """The backend object of a chosen (not `auto`) buffer backend name."""
+    return {"torch": _TorchMem, "cuda-python": _CudaPythonMem, "pycuda": _PycudaMem}[buffers]()
 
 
 def _mismatch(plan: Path, trt: Any, device: dict[str, str]) -> str:
@@ -583,11 +580,12 @@ class TrtEngine:
         from .build import engine_device_memory_bytes
 
         self.trt = trt
-        device = cuda_device()
         self.path = Path(plan_path)
         if not self.path.is_file():
             raise UsageError(f"engine {self.path}: no such file (build one with `simplehand-deploy build`)")
-        self.mem = _memory(buffers)
+        backend = choose_buffers(buffers, available_buffers() if buffers == "auto" else {})
+        device = cuda_device(backend)
+        self.mem = _memory(backend)
         self.stream = self.mem.stream
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[int, Callable[[], None]] = {}

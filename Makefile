@@ -10,6 +10,7 @@ TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 CONFIG   ?= fastvit_ma36
 WEIGHTS  ?=
 FREIHAND ?=
+DEXYCB   ?=
 CALIB_NUM ?= 64
 
 .PHONY: install test engine train baseline regress lint clean modelopt
@@ -50,7 +51,8 @@ lint: $(VENV)/.installed
 
 engine: $(VENV)/.installed
 	$(VENV)/bin/simplehand-deploy engine --config $(CONFIG) \
-		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) --calib-num $(CALIB_NUM)
+		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) \
+		$(if $(DEXYCB),--dexycb $(DEXYCB)) --calib-num $(CALIB_NUM)
 
 # Regression gates (issue 8). RESULTS: a run folder or the results root (newest run of DEVICE is taken).
 RESULTS   ?= benchmarks/results

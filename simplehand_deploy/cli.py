@@ -104,7 +104,8 @@ CheckpointOpt = Annotated[
                  "Absent: seed-initialised weights (announced)."),
 ]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help=f"Model variant: {DEFAULT_CONFIG} (the paper's, "
-                                                "default) or tiny.")]
+                                                "default), hrnet_w48 (the paper's accuracy model), or the test twins "
+                                                "tiny / hrnet_tiny.")]
 BuffersOpt = Annotated[str | None, typer.Option("--buffers", help="TensorRT's CUDA buffers: auto (torch if it has "
                                                 "CUDA, else cuda-python, else pycuda), torch, cuda-python or "
                                                 "pycuda (Jetson images without a CUDA torch).")]
@@ -144,14 +145,18 @@ def synth(
     num: Annotated[int, typer.Option("--num", help="Training samples.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same data).")] = 0,
     eval_num: Annotated[int, typer.Option("--eval-num", help="Evaluation samples.")] = 0,
+    layout: Annotated[str, typer.Option("--layout", help="freihand (v2 layout) or dexycb (the DexYCB release's "
+                                        "folders, 640x480 frames, right and left hands, a few handless frames; "
+                                        "--num frames).")] = "freihand",
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
-    """Generate synthetic hands in FreiHAND's on-disk format (the embedded default data set)."""
+    """Generate synthetic hands in FreiHAND's (or DexYCB's) on-disk format (the embedded default data set)."""
     from .data.synthetic import SynthConfig, run_synth
 
-    cfg = SynthConfig.from_cli(out=out, num=num, seed=seed, eval_num=eval_num, quiet=quiet)
+    cfg = SynthConfig.from_cli(out=out, num=num, seed=seed, eval_num=eval_num, layout=layout, quiet=quiet)
     path = run_synth(cfg)
-    _say(f"wrote {cfg.num} training + {cfg.eval_num} evaluation synthetic samples to {path}", quiet)
+    what = "frames in DexYCB layout" if cfg.layout == "dexycb" else f"training + {cfg.eval_num} evaluation samples"
+    _say(f"wrote {cfg.num} {what} to {path}", quiet)
 
 
 @deploy.command("calib-set")
@@ -159,7 +164,11 @@ def calib_set(
     out: Annotated[Path, typer.Option("--out", help="Set folder, e.g. calibration/freihand-256.")],
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder or JSON image list.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Use generated synthetic hands instead.")] = False,
-    split: Annotated[str, typer.Option("--split", help="training or evaluation.")] = "training",
+    dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB release folder (or `synth --layout "
+                                                "dexycb`); left hands are mirrored, handless frames skipped.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="FreiHAND: training (default) or evaluation. DexYCB: "
+                                              "s0-train, s0-val, s0-test (full release) or all (any subset); "
+                                              "default s0-train on the full release, else all.")] = None,
     num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = 64,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     scale_enlarge: Annotated[float, typer.Option("--scale-enlarge", help="Box enlargement (1.25 = eval).")] = 1.25,
@@ -169,7 +178,7 @@ def calib_set(
     from .calibration import CalibSetConfig, run_calib_set
 
     cfg = CalibSetConfig.from_cli(out=out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
-                                  scale_enlarge=scale_enlarge, quiet=quiet)
+                                  scale_enlarge=scale_enlarge, quiet=quiet, dexycb=dexycb)
     path = run_calib_set(cfg)
     _say(f"wrote calibration set {path} ({cfg.num} crops)", quiet)
 
@@ -219,8 +228,15 @@ def eval_cmd(
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Evaluate on generated synthetic hands.")] = False,
     synthetic_num: Annotated[int, typer.Option("--synthetic-num", help="Synthetic evaluation samples.")] = 64,
-    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "evaluation",
+    dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB folder: PA-MPJPE against joint_3d (needs "
+                                                "--mano for our joints); PA-MPVPE when vertices are known "
+                                                "(--mano MANO_RIGHT.pkl, --mano-left for left hands).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="FreiHAND: evaluation (default) or training. DexYCB: "
+                                              "s0-test (default on the full release), s0-val, s0-train or all "
+                                              "(default on a subset).")] = None,
     mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: enables joint metrics.")] = None,
+    mano_left: Annotated[Path | None, typer.Option("--mano-left", help="MANO_LEFT.pkl: DexYCB's left-hand "
+                                                   "vertices (from pose_m), then mirrored.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
@@ -229,7 +245,7 @@ def eval_cmd(
 
     metrics = run_eval(EvalConfig.from_cli(checkpoint=checkpoint, config=config, freihand=freihand,
                                            synthetic=synthetic, synthetic_num=synthetic_num, split=split, mano=mano,
-                                           limit=limit, progress=not json_out))
+                                           limit=limit, progress=not json_out, dexycb=dexycb, mano_left=mano_left))
     if json_out:
         import json
 
@@ -405,6 +421,8 @@ def engine(
     config: ConfigOpt = DEFAULT_CONFIG,
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND folder for calibration crops; "
                                                    "default: synthetic FreiHAND-format hands.")] = None,
+    dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB folder for calibration crops instead "
+                                                "(s0-train on the full release, else every frame).")] = None,
     calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = 64,
     out: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("engines"),
     precisions: Annotated[str, typer.Option("--precisions", help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
@@ -420,6 +438,7 @@ def engine(
     from .pipeline import EngineJobConfig, run_engine_job, summary_table
 
     job = run_engine_job(EngineJobConfig.from_cli(config=config, checkpoint=checkpoint, freihand=freihand,
+                                                  dexycb=dexycb,
                                                   calib_num=calib_num, out=out, precisions=precisions, method=method,
                                                   profile=profile, quiet=quiet, tf32=tf32))
     Console(stderr=True).print(summary_table(job))

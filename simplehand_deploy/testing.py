@@ -76,3 +76,38 @@ def quick_tiny_checkpoint(out_dir: str | os.PathLike[str], steps: int = 300, see
                       batch_size=16, seed=seed, lr=2e-3, rotation=0.0, progress=False)
     last = Path(out_dir) / "last.pt"
     return last if last.is_file() else train(cfg)
+
+
+MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
+
+
+def write_mano_like(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A random model file with MANO's keys, shapes and kinematic tree (plain numpy pickle, as the cleaned
+    conversions are): MANO itself is licensed and never shipped, so the forward pass and the DexYCB path are
+    tested on this. Every joint regresses from its own vertex group, every vertex is skinned to a few joints."""
+    import pickle
+
+    from .config import NUM_VERTICES
+
+    rng = np.random.default_rng(seed)
+    v = NUM_VERTICES
+    owner = rng.integers(0, 16, v)
+    owner[:16] = np.arange(16)  # every joint owns at least one vertex
+    regressor = np.zeros((16, v))
+    regressor[owner, np.arange(v)] = 1.0
+    regressor /= regressor.sum(axis=1, keepdims=True)
+    weights = rng.dirichlet(np.full(3, 0.5), v)
+    skin = np.zeros((v, 16))
+    for k, parent in enumerate((owner, np.array([max(MANO_PARENTS[o], 0) for o in owner]), rng.integers(0, 16, v))):
+        np.add.at(skin, (np.arange(v), parent), weights[:, k])
+    components, _ = np.linalg.qr(rng.normal(size=(45, 45)))
+    kintree = np.array([[2**32 - 1, *MANO_PARENTS[1:]], list(range(16))], dtype=np.int64)
+    data = {
+        "v_template": rng.normal(0, 0.03, (v, 3)), "shapedirs": rng.normal(0, 0.004, (v, 3, 10)),
+        "posedirs": rng.normal(0, 0.002, (v, 3, 135)), "J_regressor": regressor, "weights": skin,
+        "kintree_table": kintree, "hands_components": components, "hands_mean": rng.normal(0, 0.2, 45),
+        "f": rng.integers(0, v, (1538, 3)).astype(np.uint32), "bs_style": "lbs", "bs_type": "lrotmin",
+    }
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(data, f)
+    return Path(path)

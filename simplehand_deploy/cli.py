@@ -106,6 +106,9 @@ CheckpointOpt = Annotated[
 ConfigOpt = Annotated[str | None, typer.Option("--config", help=f"Model variant: {DEFAULT_CONFIG} (the paper's, "
                                                 "default), hrnet_w48 (the paper's accuracy model), or the test twins "
                                                 "tiny / hrnet_tiny.")]
+BuffersOpt = Annotated[str | None, typer.Option("--buffers", help="TensorRT's CUDA buffers: auto (torch if it has "
+                                                "CUDA, else cuda-python, else pycuda), torch, cuda-python or "
+                                                "pycuda (Jetson images without a CUDA torch).")]
 
 
 # ============================================================================================
@@ -377,12 +380,14 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT's default TF32 for FP32 layers "
                                        "(--no-tf32: true FP32; recorded in the key and sidecar).")] = True,
+    buffers: BuffersOpt = None,
 ) -> None:
     """Build (or reuse) a TensorRT engine: name-based API, flags on TRT < 10, strongly typed on >= 10."""
     from .trt.build import BuildConfig, run_build
 
     art = run_build(BuildConfig.from_cli(onnx=onnx, precision=precision, out=out, profile=profile,
-                                         workspace_mb=workspace_mb, opt_level=opt_level, force=force, tf32=tf32))
+                                         workspace_mb=workspace_mb, opt_level=opt_level, force=force, tf32=tf32,
+                                         buffers=buffers))
     _say(f"{'reused' if art.cached else 'built'} {art.plan} (key {art.key}, {art.seconds:.0f} s)")
 
 
@@ -391,13 +396,18 @@ def check_engine_cmd(
     layers: Annotated[Path, typer.Argument(help="Engine-inspector JSON: the builder's <key>.layers.json or "
                                            "`trtexec --exportLayerInfo=F --profilingVerbosity=detailed`.")],
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")],
-    min_share: Annotated[float, typer.Option("--min-share", help="Minimum weighted share of compute layers in "
-                                             "that precision.")] = 0.5,
+    min_share: Annotated[float | None, typer.Option("--min-share", help="Minimum weighted share of compute layers "
+                                                    "in that precision (default 0.5; with --onnx and int8: the "
+                                                    "graph's own INT8 MAC share minus 0.2, as the builder "
+                                                    "requires).")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="The ONNX graph the engine was built from: weigh "
+                                              "layers by its MACs (the nodes each layer's name contains) instead "
+                                              "of Weights.Count, which Myelin GEMMs may lack.")] = None,
 ) -> None:
     """Which precision did the engine's convolutions / GEMMs really run in? Exit 0 ok, 1 short or unverifiable."""
     from .trt.inspect import check_engine, format_report
 
-    report, verdict = check_engine(layers, precision, min_share)
+    report, verdict = check_engine(layers, precision, min_share, onnx=onnx)
     for line in format_report(report):
         print(line)
     if not verdict.ok:
@@ -531,31 +541,34 @@ def _render_bench(run: Any, json_out: bool, quiet: bool) -> None:
 def latency(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = None,
             iterations: ItersOpt = None, warmup: WarmupOpt = None, config: ConfigOpt = None,
             checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None,
-            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
+            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None,
+            buffers: BuffersOpt = None) -> None:
     """Latency table across batch sizes for each runner (trtexec statistics), written as results files."""
     _bench(("latency",), json_out, quiet, runners=runners, batch_sizes=batch_sizes, duration=duration,
            iterations=iterations, warmup=warmup, config=config, checkpoint=checkpoint, onnx=onnx, engines=engines,
-           out=out, threads=threads)
+           out=out, threads=threads, buffers=buffers)
 
 
 @bench.command()
 def accuracy(runners: RunnersOpt = None, config: ConfigOpt = None, checkpoint: CheckpointOpt = None,
              onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None, out: OutOpt = None,
-             json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
+             json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None,
+             buffers: BuffersOpt = None) -> None:
     """Drift of every runner vs torch FP32 eager on the same crops (mm, px), plus metrics vs labels."""
     _bench(("accuracy",), json_out, quiet, accuracy_only=True, runners=runners, config=config, checkpoint=checkpoint,
-           onnx=onnx, engines=engines, calib=calib, out=out, threads=threads)
+           onnx=onnx, engines=engines, calib=calib, out=out, threads=threads, buffers=buffers)
 
 
 @bench.command()
 def run(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = None,
         iterations: ItersOpt = None, warmup: WarmupOpt = None, config: ConfigOpt = None,
         checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None,
-        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
+        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None,
+        buffers: BuffersOpt = None) -> None:
     """Latency and accuracy in one results folder."""
     _bench(("latency", "accuracy"), json_out, quiet, runners=runners, batch_sizes=batch_sizes, duration=duration,
            iterations=iterations, warmup=warmup, config=config, checkpoint=checkpoint, onnx=onnx, engines=engines,
-           calib=calib, out=out, threads=threads)
+           calib=calib, out=out, threads=threads, buffers=buffers)
 
 
 @bench.command("env")

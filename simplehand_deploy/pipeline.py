@@ -63,7 +63,9 @@ def int8_targets(trt_version: str | None = None, *, detect: bool = True) -> tupl
         trt_version = None if trt is None else str(trt.__version__)
     if not trt_version:
         return ("trt10", "trt8")
-    return ("trt10",) if int(trt_version.split(".")[0]) >= 10 else ("trt8",)
+    from .trt.build import int8_target_for
+
+    return (int8_target_for(trt_version),)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,14 @@ def island(graph: Any) -> set[str]:
     return marks["grid_path"] | marks["vertex_head"] | marks["attention_scores"]
 
 
+def fp32_island(graph: Any, block_ops: Iterable[str] = FP16_BLOCK_OPS) -> set[str]:
+    """THE FP32 island: every node the FP16 graph keeps FP32 (`island` plus the op types or node names in
+    `block_ops`). `to_fp16` keeps exactly these FP32 here, and the TensorRT builder pins exactly these on
+    weak-typed TensorRT (< 10), so the two can never drift apart."""
+    block = set(block_ops)
+    return island(graph) | {n.name for n in graph.node if n.op_type in block or n.name in block}
+
+
 def to_fp16(model: Any, fp32_nodes: Iterable[str], block_ops: Iterable[str] = FP16_BLOCK_OPS) -> Any:
     """Rewrite `model` (in place, returned) to FP16 outside `fp32_nodes` and the op types/names in `block_ops`.
 
@@ -160,8 +168,8 @@ def convert_fp16(
 
     model = load_onnx(src)
     block = set(blocklist if blocklist is not None else FP16_BLOCK_OPS)
-    fp32_nodes = island(model.graph)
-    to_fp16(model, fp32_nodes, block)
+    fp32_nodes = island(model.graph)  # the recipe records the island; blocked op types are recorded apart
+    to_fp16(model, fp32_island(model.graph, block), block)
     out = Path(out)
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))

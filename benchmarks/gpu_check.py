@@ -4,8 +4,8 @@
 
 Options: --config fastvit_ma36 --checkpoint W --batches 1,8,32,64 --duration 2 --deadline-s 420 --budget-s 540
 --sections eager,graphs,ort,trt,compile. Sections, each degrading on its own (a missing optional dependency or a
-failure becomes a `skipped: ...` / `error: ...` row with the reason, never a crash): torch CUDA eager FP32/FP16, the same under
-CUDA graphs, ONNX Runtime's CUDA provider if installed, TensorRT if installed (through our builder and
+failure becomes a `skipped: ...` / `error: ...` row with the reason, never a crash): torch CUDA eager FP32/FP16,
+the same under CUDA graphs, ONNX Runtime's CUDA provider if installed, TensorRT if installed (through our builder and
 runtime, engines cached by content key in --engines-dir; the INT8 artifact this TensorRT version takes), and
 last torch.compile (inductor, FP16) at the first batch size only (its compile time is the unknown).
 A section that would start after --deadline-s becomes a skipped row, and the compile is abandoned (a skipped

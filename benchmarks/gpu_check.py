@@ -1,6 +1,6 @@
 """One GPU check for any NVIDIA machine: how fast is SimpleHand here, per backend, precision and batch size?
 
-    PYTHONPATH=. python3 benchmarks/gpu_check.py --out "$OUT"     # the whole check, about 5 minutes
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out "$OUT"     # the whole check, within --budget-s (540 s)
 
 Options: --config fastvit_ma36 --checkpoint W --batches 1,8,32,64 --duration 2 --deadline-s 420 --budget-s 540
 --sections eager,graphs,ort,trt,compile. Sections, each degrading on its own (a missing optional dependency or a

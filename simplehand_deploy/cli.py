@@ -634,6 +634,61 @@ def regress(
     _say(report.summary())
 
 
+@bench.command("compare")
+def compare_cmd(
+    baseline: Annotated[Path, typer.Option("--baseline", help="A: the reference artifact (what main builds), an "
+                                           ".onnx graph or a TensorRT .plan.")],
+    current: Annotated[Path, typer.Option("--current", help="B: the artifact under test, the same model's "
+                                          "contract (I/O names, dtypes, non-batch shapes) and kind as A.")],
+    runner: Annotated[str | None, typer.Option("--runner", help="onnxruntime (default for .onnx) or tensorrt "
+                                               "(default for plans); both sides use it.")] = None,
+    batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Comma list (default 1,4).")] = None,
+    threads: ThreadsOpt = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="ABBA blocks (default 8: 16 samples per side). "
+                                               "More blocks narrow the interval.")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="Seconds per sample (default 1.0).")] = None,
+    latency_tol: Annotated[str | None, typer.Option("--latency-tol", help="10% (default) or 0.1: a latency row "
+                                                    "fails when the 95% interval of the median per-block ratio B/A "
+                                                    "lies entirely above 1 + tol (throughput: below 1 - tol).")] = None,
+    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration set folder: also compare drift of both "
+                                               "sides against the same eager model.")] = None,
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = None,
+    drift_tol_mm: Annotated[float | None, typer.Option("--drift-tol-mm", help="Allowed extra drift of B over A "
+                                                       "(mm, default 0.05).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write markdown (CI step summary).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per row).")] = None,
+    json_out: JsonOpt = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (default "
+                                             "benchmarks/results/<run-id>-compare/).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the verdict line.")] = False,
+) -> None:
+    """A/B in one job: time A and B interleaved on this machine, now; exit 1 if B is slower, 0 if not, 2 on bad input.
+
+    For shared or virtual runners, where a stored baseline cannot tell a slower machine from a slower
+    artifact: both sides stay open and alternate in ABBA blocks, so the machine's drift hits both.
+    Example: simplehand-bench compare --baseline main.onnx --current pr.onnx --markdown summary.md
+    """
+    from rich.console import Console
+
+    from .bench.compare import CompareConfig, failure_line, render_table, run_compare
+
+    report = run_compare(CompareConfig.from_cli(
+        baseline=baseline, current=current, runner=runner, batch_sizes=batch_sizes, threads=threads, rounds=rounds,
+        duration=duration, latency_tol=latency_tol, calib=calib, checkpoint=checkpoint, config=config,
+        drift_tol_mm=drift_tol_mm, markdown=markdown, junit=junit, out=out, quiet=bool(quiet or json_out)))
+    if json_out:
+        import json
+
+        print(json.dumps(report.records(), default=str, indent=1))
+    elif not quiet:
+        Console(width=max(Console().width, 160)).print(render_table(report))
+    _say(f"results: {report.folder}", quiet or json_out)
+    if not report.passed:
+        raise VerificationError(failure_line(report))
+    _say(report.summary(), json_out)
+
+
 @bench.command("baseline")
 def baseline_cmd(
     source: Annotated[list[Path], typer.Option("--from", help="Results folder or file of one device's run "

@@ -178,6 +178,8 @@ def test_eval_pa_mpjpe_matches_a_plain_recomputation(tmp_path: Path, trained_tin
         for serial in meta["serials"]:
             intr = yaml.safe_load((root / "calibration" / "intrinsics" / f"{serial}_640x480.yml").read_text())["color"]
             cam = np.array([[intr["fx"], 0, intr["ppx"]], [0, intr["fy"], intr["ppy"]], [0, 0, 1]])
+            if side == "left":  # the mirrored camera, once per camera (not toggled per frame)
+                cam = np.array([[intr["fx"], 0, 639 - intr["ppx"]], [0, intr["fy"], intr["ppy"]], [0, 0, 1]])
             for f in range(meta["num_frames"]):
                 lab = np.load(meta_path.parent / serial / f"labels_{f:06d}.npz")
                 gt, uv = lab["joint_3d"][0].astype(np.float64), lab["joint_2d"][0].astype(np.float64)
@@ -188,8 +190,6 @@ def test_eval_pa_mpjpe_matches_a_plain_recomputation(tmp_path: Path, trained_tin
                 if side == "left":
                     left += 1
                     image, gt, uv = image[:, ::-1].copy(), gt * [-1, 1, 1], uv * [-1, 1] + [639, 0]
-                    cam = cam.copy()
-                    cam[0, 2] = 639 - cam[0, 2]
                 centre, size = keypoint_box(uv, (640, 480), 1.25)
                 crop = perspective_crop(image, cam, centre, size)
                 with torch.no_grad():
@@ -199,6 +199,7 @@ def test_eval_pa_mpjpe_matches_a_plain_recomputation(tmp_path: Path, trained_tin
                 errors.append(np.linalg.norm(align_reference(pred, gt_crop) - gt_crop, axis=1).mean())
     assert metrics["num"] == len(errors) and metrics["handless_skipped"] == handless and metrics["left_hands"] == left
     assert left > 0 and handless > 0
-    # eval runs the model on batches of 16, this on single frames: 25.0075 vs 25.0056 mm measured (float32 convs)
-    assert metrics["pa_mpjpe_mm"] == pytest.approx(np.mean(errors) * 1000, abs=0.01)
+    # eval runs the model on batches of 16, this on single frames: float32 sums in another order move vertices by
+    # <= 2.3e-4 mm and the mean by ~1e-7 mm (measured: 25.00749542 vs 25.00749546), so 1e-4 mm leaves 1000x margin.
+    assert metrics["pa_mpjpe_mm"] == pytest.approx(np.mean(errors) * 1000, abs=1e-4)
     assert "pa_mpvpe_mm" in metrics  # synthetic labels carry their vertices

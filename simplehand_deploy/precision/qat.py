@@ -213,7 +213,9 @@ class QatModel(torch.nn.Module):
                 m.forward = types.MethodType(_timm_attention_forward, m)
         self.sites = list(sites)
         self.tensors = sorted(scales)
-        self.log_scales = torch.nn.Parameter(torch.tensor([math.log(scales[t]) for t in self.tensors]))
+        # learned: log multipliers of the calibrated scales (0 at the start, so the start is the graph exactly)
+        self.register_buffer("base_scales", torch.tensor([scales[t] for t in self.tensors], dtype=torch.float32))
+        self.log_scales = torch.nn.Parameter(torch.zeros(len(self.tensors)))
         self._index = {t: i for i, t in enumerate(self.tensors)}
         self.qdrop = 0.0
         self.quantise = True
@@ -267,10 +269,15 @@ class QatModel(torch.nn.Module):
             if not f > 0 or np.abs(o - f * x).max() > 1e-3 * max(np.abs(o).max(), 1e-6):
                 raise UsageError(f"qat: graph tensor {t} is not a positive multiple of its torch call's input; "
                                  "quantise a graph exported from this checkpoint and config")
-            self.factors[t] = f
+            p2 = 2.0 ** round(math.log2(f))  # onnxsim moves powers of two (GELU's 0.5): keep them exact
+            self.factors[t] = p2 if abs(f / p2 - 1) < 1e-4 else f
 
     def activation_scales(self) -> dict[str, float]:
-        return {t: float(math.exp(float(v))) for t, v in zip(self.tensors, self.log_scales.detach(), strict=True)}
+        return {t: float(v) for t, v in zip(self.tensors, self.scales().detach(), strict=True)}
+
+    def scales(self) -> torch.Tensor:
+        """The activation scales in graph units (one per quantised tensor)."""
+        return self.base_scales * self.log_scales.exp()
 
     def _calls(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
         seen: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
@@ -316,7 +323,8 @@ class QatModel(torch.nn.Module):
             if tensor is None:
                 continue
             x = args[i]
-            scale = self.log_scales[self._index[tensor]].exp() / self.factors[tensor]
+            i = self._index[tensor]
+            scale = self.base_scales[i] * self.log_scales[i].exp() / self.factors[tensor]
             q = fake_quant(x, scale, lsq_numel=x[0].numel() if self.training else None)
             if self.training and self.qdrop > 0:
                 q = torch.where(torch.rand_like(x) < self.qdrop, x, q)
@@ -616,15 +624,17 @@ def parity_mm(qm: QatModel, path: str | os.PathLike[str], images: np.ndarray, fp
     optimisations off). `fp16_scales`: round the activation scales to FP16 first (what a trt10 graph stores)."""
     from ..ort import make_session, run
 
-    saved = qm.log_scales.detach().clone()
+    saved = (qm.base_scales.clone(), qm.log_scales.detach().clone())
     if fp16_scales:
         with torch.no_grad():
-            qm.log_scales.copy_(qm.log_scales.exp().half().float().log())
+            qm.base_scales.copy_(qm.scales().half().float())
+            qm.log_scales.zero_()
     try:
         ref = _outputs(qm, images)
     finally:
         with torch.no_grad():
-            qm.log_scales.copy_(saved)
+            qm.base_scales.copy_(saved[0])
+            qm.log_scales.copy_(saved[1])
     return _drift(ref, run(make_session(path, fake_quant=True), images))
 
 

@@ -27,13 +27,13 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def qat_run(trained_tiny: Path, sets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One short `qat` run (placement all: every kind of quantised call, incl. activation x activation MatMuls)."""
+    """One short `qat` run (placement dense)."""
     from simplehand_deploy.precision.qat import QatConfig, run_qat
 
     root = tmp_path_factory.mktemp("qat-out")
     out = root / "tiny-qat.onnx"
     cfg = QatConfig(checkpoint=trained_tiny, config="tiny", calib=sets["calib"], data=sets["data"], out=out,
-                    placement="all", steps=STEPS, batch_size=4, eval_every=3, save_checkpoint=root / "tuned.pt",
+                    placement="dense", steps=STEPS, batch_size=4, eval_every=3, save_checkpoint=root / "tuned.pt",
                     progress=False)
     return {"result": run_qat(cfg), "out": out, "cfg": cfg}
 
@@ -48,13 +48,13 @@ def test_qat_exports_both_targets_with_the_recipe(qat_run: dict) -> None:
     for path, target, opset in ((out, "trt10", 19), (other, "trt8", 17)):
         art = OnnxArtifact.read(path)
         assert art.int8 is not None and art.int8_target == target and art.opset == opset
-        assert art.int8.placement == "all"
+        assert art.int8.placement == "dense"
         rec = art.int8.extra["qat"]
         assert rec["steps"] == STEPS and rec["teacher_sha256"] and rec["data"]["images_sha256"]
         assert rec["val"]["crops"] == 2  # the last 10% of 20 crops
         assert {"val_start_mm", "val_best_mm"} <= set(rec)
         assert rec["activation_scales_learned"] > 10
-        assert int8_mac_share(path) > 0.9  # placement all on tiny
+        assert 0.5 < int8_mac_share(path) < 0.7  # placement dense on tiny
     assert not list(out.parent.glob("*.partial"))
 
 

@@ -323,8 +323,8 @@ class QatModel(torch.nn.Module):
             if tensor is None:
                 continue
             x = args[i]
-            i = self._index[tensor]
-            scale = self.base_scales[i] * self.log_scales[i].exp() / self.factors[tensor]
+            j = self._index[tensor]
+            scale = self.base_scales[j] * self.log_scales[j].exp() / self.factors[tensor]
             q = fake_quant(x, scale, lsq_numel=x[0].numel() if self.training else None)
             if self.training and self.qdrop > 0:
                 q = torch.where(torch.rand_like(x) < self.qdrop, x, q)

@@ -493,8 +493,10 @@ def build_qat_model(model: torch.nn.Module, fp32_onnx: Path, calib: Path, work: 
 def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, val_images: np.ndarray, *,
               steps: int, lr: float, batch_size: int, seed: int, qdrop: float = DEFAULT_QDROP,
               eval_every: int = DEFAULT_EVAL_EVERY, labels: dict[str, Any] | None = None, label_weight: float = 0.0,
-              device: str = "cpu", progress: bool = False) -> dict[str, Any]:
-    """Distil `teacher` into the fake-quant model; the best validation state is left in `qm`. Returns the record."""
+              device: str = "cpu", progress: bool = False, feature_weight: float = 0.0,
+              on_eval: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Distil `teacher` into the fake-quant model; the best validation state is left in `qm`. Returns the record.
+    `on_eval` sees each validation point (step, drift, loss) as it happens (logs of long runs)."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -517,6 +519,7 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
     bar = _Bar("qat", steps, progress)
     qm.qdrop = qdrop
     stopped = False
+    taps = _FeatureTaps(teacher, qm.net) if feature_weight > 0 else None
     try:
         for step in bar.iterate(range(1, steps + 1)):
             idx = torch.randint(0, len(train_images), (batch_size,), generator=g).numpy()
@@ -525,8 +528,13 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
             t_vert = torch.from_numpy(teach["vertices"][idx]).to(device)
             qm.train()
             qm.net.eval()  # BN statistics and dropout frozen; the quantisers' training behaviour on
+            if taps is not None:
+                with torch.no_grad():
+                    teacher(x)
             uv, vert = qm(x)
             loss = _loss(uv, vert, t_uv, t_vert)
+            if taps is not None:
+                loss = loss + feature_weight * taps.loss()
             if labels and label_weight > 0:
                 loss = loss + label_weight * _loss(uv, vert, torch.from_numpy(labels["uv"][idx]).to(device),
                                                    torch.from_numpy(labels["vertices"][idx]).to(device))
@@ -538,7 +546,10 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
             bar.loss = float(loss.detach())
             if step % eval_every == 0 or step == steps:
                 d = val_drift()
-                history.append({"step": step, "val_drift_mm": d, "train_loss": bar.loss})
+                history.append({"step": step, "val_drift_mm": d, "train_loss": bar.loss,
+                                "seconds": time.perf_counter() - t0})
+                if on_eval is not None:
+                    on_eval(history[-1])
                 if d < best:
                     best, best_step, best_state = d, step, copy.deepcopy(qm.state_dict())
                 bar.val = d
@@ -547,6 +558,8 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
         raise
     finally:
         bar.close()
+        if taps is not None:
+            taps.close()
         if not stopped:
             qm.load_state_dict(best_state)
         qm.qdrop = 0.0
@@ -554,6 +567,34 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
         qm.to("cpu")
     return {"steps_run": steps, "val_crops": len(val_images), "val_start_mm": start, "val_best_mm": best,
             "best_step": best_step, "seconds": time.perf_counter() - t0, "history": history}
+
+
+class _FeatureTaps:
+    """Block outputs of the teacher and the student (each backbone stage, the final conv): the feature
+    distillation term, sum over taps of mean squared error / mean square of the teacher's feature."""
+
+    def __init__(self, teacher: torch.nn.Module, student: torch.nn.Module) -> None:
+        self.t: dict[int, torch.Tensor] = {}
+        self.s: dict[int, torch.Tensor] = {}
+        self.hooks = []
+        for store, net in ((self.t, teacher), (self.s, student)):
+            bb = net.backbone  # type: ignore[attr-defined]
+            for k, mod in enumerate([*bb.stages, bb.final_conv]):
+                self.hooks.append(mod.register_forward_hook(self._keep(store, k)))
+
+    @staticmethod
+    def _keep(store: dict[int, torch.Tensor], k: int) -> Any:
+        def hook(_m: Any, _i: Any, out: torch.Tensor) -> None:
+            store[k] = out
+        return hook
+
+    def loss(self) -> torch.Tensor:
+        return sum(((self.s[k] - self.t[k].detach()) ** 2).mean() / (self.t[k].detach() ** 2).mean().clamp(min=1e-12)
+                   for k in self.t)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
 
 
 class _Bar:

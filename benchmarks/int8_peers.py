@@ -46,7 +46,7 @@ from simplehand_deploy.testing import INT8_RECIPE  # noqa: E402  (after the sys.
 RECIPE = INT8_RECIPE
 # Ours for the goal: the default placement, `all`, and `all` with `int8 --scale-search` (minmax and entropy).
 OURS_GOAL = ("ours dense", "ours all", "ours all scale-search", "ours all entropy scale-search")
-QAT_PLACEMENTS = ("dense", "all", "matched")
+QAT_PLACEMENTS = ("all", "dense", "matched")
 # The QAT goal: a QAT artifact with an INT8 MAC share >= the highest ModelOpt share - 1.5 points and <= half the
 # best ModelOpt drift, and QAT `dense` <= 1 mm.
 QAT_SHARE_SLACK = 0.015
@@ -169,7 +169,8 @@ def _qat(v: dict[str, Any], qat: dict[str, Any], calib: Path, work: Path, tag: s
     t0 = time.perf_counter()
     result = run_qat(QatConfig(checkpoint=qat["checkpoint"], config="tiny", calib=calib, data=qat["data"],
                                out=paths["trt10"], placement=v["placement"], steps=qat["steps"], lr=qat["lr"],
-                               progress=False))
+                               progress=False),
+                     on_eval=lambda h: print(f"  qat {v['placement']}: {h}", file=sys.stderr, flush=True))
     print("  " + " | ".join(result.lines()), file=sys.stderr)
     qat["made"] |= set(paths.values())
     return time.perf_counter() - t0

@@ -679,7 +679,7 @@ def parity_mm(qm: QatModel, path: str | os.PathLike[str], images: np.ndarray, fp
     return _drift(ref, run(make_session(path, fake_quant=True), images))
 
 
-def run_qat(cfg: QatConfig) -> QatResult:
+def run_qat(cfg: QatConfig, on_eval: Callable[[dict[str, float]], None] | None = None) -> QatResult:
     """Fine-tune, then export both targets (`cfg.out` for `cfg.target`, the other beside it as
     `<stem>.<target>.onnx`); nothing is written when anything fails or is interrupted."""
     import tempfile
@@ -709,7 +709,8 @@ def run_qat(cfg: QatConfig) -> QatResult:
             p.requires_grad_(False)
         fit = fine_tune(qm, teacher, train_images, val_images, steps=cfg.steps, lr=cfg.lr,
                         batch_size=cfg.batch_size, seed=cfg.seed, qdrop=cfg.qdrop, eval_every=cfg.eval_every,
-                        labels=labels, label_weight=cfg.label_weight, device=cfg.device, progress=cfg.progress)
+                        labels=labels, label_weight=cfg.label_weight, device=cfg.device, progress=cfg.progress,
+                        on_eval=on_eval)
         sites = qm.sites
         learned = qm.activation_scales()
         recipe = {"steps": cfg.steps, "lr": cfg.lr, "scale_lr": cfg.lr * SCALE_LR_FACTOR, "batch_size": cfg.batch_size,

@@ -309,7 +309,8 @@ def int8(
     placement: Annotated[str, typer.Option(
         "--placement", help="dense (default): INT8 on the backbone's dense convs/matmuls and the deconv, depthwise "
         "convs and the token regressor float (fastvit_ma36: ~95% of MACs INT8); all: every weighted layer "
-        "outside the uv head, grid path and vertex projection.")] = "dense",
+        "outside the uv head, grid path and vertex head; matched: all + the vertex head's token upsample INT8, "
+        "the token regressor's activation x activation MatMuls float (ModelOpt's layer set).")] = "dense",
     max_drift_mm: Annotated[float | None, typer.Option(
         "--max-drift-mm", help="Sensitivity repair: keep the most sensitive layer groups float until drift <= D mm "
         "on held-out crops (the last 25% of the calibration set, at least 8, not used to calibrate); exit 1 if "
@@ -336,6 +337,71 @@ def int8(
     failure = result.failure()
     if failure:
         raise VerificationError(failure)
+
+
+@deploy.command()
+def qat(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained weights to fine-tune (the FP32 teacher; "
+                                             "drift is always measured against them).")],
+    config: Annotated[str, typer.Option("--config", help="Model variant of the checkpoint (tiny, fastvit_ma36).")],
+    calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder: initial activation scales and the "
+                                        "export's calibration.")],
+    data: Annotated[Path, typer.Option("--data", help="Fine-tuning crops (a calib-set folder of any size; labels "
+                                       "unused unless --label-weight).")],
+    out: Annotated[Path, typer.Option("--out", help="Output Q/DQ .onnx for --target; the other target is written "
+                                      "beside it as <stem>.<target>.onnx.")],
+    val: Annotated[Path | None, typer.Option("--val", help="Early-stopping crops (default: the last 10% of --data, "
+                                             "never trained on).")] = None,
+    placement: Annotated[str, typer.Option("--placement", help="dense (default), all or matched: as `int8`.")
+                         ] = "dense",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name or op type kept float "
+                                                      "(repeat).")] = None,
+    method: Annotated[str, typer.Option("--method", help="Initial activation scales: minmax (default) or "
+                                        "entropy.")] = "minmax",
+    target: Annotated[str, typer.Option("--target", help="trt10 (default) or trt8: which artifact is --out (both "
+                                        "are written).")] = "trt10",
+    steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps (tiny: ~0.4 s each on 2 cores).")] = 600,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW lr of the weights, cosine to 0 (activation scales: "
+                                      "x10).")] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    label_weight: Annotated[float, typer.Option("--label-weight", help="Weight of an L1 loss against the crops' "
+                                                "labels, added to the distillation loss (default 0: labels "
+                                                "unused).")] = 0.0,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    save_checkpoint: Annotated[Path | None, typer.Option("--save-checkpoint", help="Also save the fine-tuned "
+                                                         "weights (our checkpoint format).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Quantisation-aware fine-tuning: fake quantisation matching our Q/DQ graph (same placement, learned
+    activation scales), distilled from the FP32 checkpoint, exported for trt10 and trt8. Opt-in: `make engine`
+    stays post-training."""
+    from .precision.qat import QatConfig, run_qat
+
+    result = run_qat(QatConfig.from_cli(checkpoint=checkpoint, config=config, calib=calib, data=data, out=out,
+                                        val=val, placement=placement, exclude=exclude, method=method, target=target,
+                                        steps=steps, lr=lr, batch_size=batch_size, label_weight=label_weight,
+                                        device=device, seed=seed, save_checkpoint=save_checkpoint, quiet=quiet))
+    for line in result.lines():
+        _say(line, quiet)
+
+
+@deploy.command("int8-sensitivity")
+def int8_sensitivity(
+    onnx: Annotated[Path, typer.Option("--onnx", help="A Q/DQ INT8 graph (int8, qat or ModelOpt).")],
+    calib: Annotated[Path, typer.Option("--calib", help="Crops to measure drift on (held-out crops: not the "
+                                        "calibration set).")],
+    out: Annotated[Path, typer.Option("--out", help="Results folder (parquet/CSV/markdown + bar plot).")],
+    top: Annotated[int, typer.Option("--top", help="Layers in the bar plot.")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Per quantised layer: drift (mm) when only its activation, and when only its weight, is INT8 (its own
+    placement and scales; reference: the same graph without Q/DQ), with its MACs. tiny: minutes; fastvit_ma36:
+    about an hour on 2 cores."""
+    from .bench.sensitivity import SensitivityConfig, write_sensitivity
+
+    folder = write_sensitivity(SensitivityConfig.from_cli(onnx=onnx, calib=calib, out=out, top=top, quiet=quiet))
+    _say(f"wrote {folder}", quiet)
 
 
 @deploy.command()

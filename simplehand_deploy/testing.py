@@ -160,3 +160,23 @@ def slowed_copy(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str], 
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
     return Path(out)
+
+
+# The INT8 comparisons' recipe (benchmarks/int8_peers.py, benchmarks/precision_drift.py): one definition of the
+# trained tiny they quantise and of the crop sets they calibrate, fine-tune and measure on.
+INT8_RECIPE = {"train": "simplehand-deploy train --config tiny --synthetic --steps 300 --seed 1 --rotation 0",
+               "calib": "simplehand-deploy calib-set --synthetic --num 32 --seed 1",
+               "held_out": "simplehand-deploy calib-set --synthetic --num 64 --seed 777",
+               "qat_data": "simplehand-deploy calib-set --synthetic --num 2048 --seed 5"}
+
+
+def int8_recipe_checkpoint(work: str | os.PathLike[str], steps: int = 300) -> Path:
+    """`tiny` trained as INT8_RECIPE["train"] says (the command's defaults otherwise) into `<work>/train`; a
+    finished run found there is reused."""
+    from .train import TrainConfig, train
+
+    last = Path(work) / "train" / "last.pt"
+    if last.is_file():
+        return last
+    return train(TrainConfig.from_cli(config="tiny", synthetic=True, steps=steps, seed=1, rotation=0.0,
+                                      out=str(Path(work) / "train"), quiet=True))

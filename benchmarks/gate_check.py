@@ -27,7 +27,7 @@ run slowed by someone else's load *is* slower: no statistic on one pair can tell
 regression). `--max-load L` waits (up to `--max-wait` seconds) for the load average to drop to L
 before each pair, for a quiet-machine figure. `pooled` expects the same shares.
 
-`compare` runs `simplehand-bench compare --baseline A --current B --batch-sizes 1 --rounds 10 --duration 0.25`
+`compare` runs `simplehand-bench compare --baseline A --current B --batch-sizes 1 --rounds 8 --duration 0.25`
 (`--compare-*` options) on the tiny FP32 graph A against: a byte-identical copy (`--compare-pairs`, at
 least 95% must pass), the copy with `--busy` busy loops running during the whole compare
 (`--compare-busy-pairs`, at least 90% must pass: contention hits both sides), and copies made slower by
@@ -392,8 +392,8 @@ def main() -> int:
     ap.add_argument("--slowdowns", type=lambda t: [float(v) for v in t.split(",")], default=[1.5, 1.2],
                     help="target ratios of the slowed copies")
     ap.add_argument("--compare-batch-sizes", default="1")
-    ap.add_argument("--compare-rounds", type=int, default=10, help="compare --rounds (shorter samples, more blocks: "
-                    "the two sides of a block are timed closer together)")
+    ap.add_argument("--compare-rounds", type=int, default=8, help="compare --rounds (with short samples the two "
+                    "sides of a block are timed close together)")
     ap.add_argument("--compare-duration", type=float, default=0.25, help="compare --duration")
     ap.add_argument("--compare-threads", type=int, default=None, help="compare --threads (default: ORT's)")
     ap.add_argument("--true-rounds", type=int, default=8, help="compare: blocks of the true-ratio measurement")

@@ -1,4 +1,4 @@
-"""Harness overhead: ONNX Runtime p50 through `bench.latency.measure` vs a bare `session.run` loop.
+"""Harness overhead: ONNX Runtime p50 through `timing.measure` vs a bare `session.run` loop.
 
     python benchmarks/harness_overhead.py [--config tiny|fastvit_ma36] [--batch 1] [--iterations 200] [--threads N]
                                           [--out DIR]
@@ -31,11 +31,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from simplehand_deploy.bench.latency import measure, stats
     from simplehand_deploy.env import fingerprint
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.model import create_model
     from simplehand_deploy.runners import get_runner
+    from simplehand_deploy.timing import measure, stats
 
     env = fingerprint()
     out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-harness-overhead"

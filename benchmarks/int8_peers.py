@@ -89,8 +89,8 @@ def _remainder(path: Path) -> str:
 
 
 def _cpu_ms(path: Path, image: Any, threads: int, duration: float) -> float:
-    from simplehand_deploy.bench.latency import stats, time_host
     from simplehand_deploy.ort import make_session
+    from simplehand_deploy.timing import stats, time_host
 
     sess = make_session(path, threads=threads)
     feed = {"image": image}

@@ -137,7 +137,7 @@ def ar1(rng: np.random.Generator, n: int, phi: float, sd: float, median_ms: floa
 
 def with_samples(base: pl.DataFrame, samples: dict[tuple[str, str, int], np.ndarray]) -> pl.DataFrame:
     """The frame's latency rows rebuilt from per-iteration samples (stats as the harness computes them)."""
-    from simplehand_deploy.bench.latency import stats
+    from simplehand_deploy.timing import stats
 
     rows = []
     for r in base.iter_rows(named=True):

@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from simplehand_deploy.bench.latency import measure, time_gpu, trtexec_command
 from simplehand_deploy.bench.results import RESULT_COLUMNS, conform
+from simplehand_deploy.timing import measure, time_gpu, trtexec_command
 
 
 class _Clock:

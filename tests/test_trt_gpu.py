@@ -91,8 +91,8 @@ def ma36_plan(tmp_path_factory):
 def test_graph_latency_is_not_a_microsecond_reading(ma36_plan):
     """Graph replay on the wrong stream timed an empty stream (~microseconds). Graph time must be at least
     half the plain-enqueue time: graphs save launch overhead, not half of fastvit_ma36's compute."""
-    from simplehand_deploy.bench.latency import measure
     from simplehand_deploy.runners.tensorrt import TrtRunner
+    from simplehand_deploy.timing import measure
 
     p50 = {}
     for graphs in (True, False):

@@ -194,7 +194,7 @@ def latency_sweep(specs: Sequence[Spec], batches: Sequence[int], *, duration: fl
                   common: dict, progress: bool = True) -> pl.DataFrame:
     from ..progress import track
     from ..runners import Unavailable
-    from .latency import measure
+    from ..timing import measure
 
     rows: list[dict] = []
     work = [(s, b) for s in specs for b in batches]
@@ -330,7 +330,7 @@ def render(df: pl.DataFrame, title: str) -> Any:
 
 def cov_warnings(df: pl.DataFrame) -> str:
     """One printed line naming the rows whose CoV is above trtexec's 2.5% (the `cov_warning` column); '' if none."""
-    from .latency import COV_WARN
+    from ..timing import COV_WARN
 
     if "cov_warning" not in df.columns:
         return ""

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._deps import INSTALL_HINTS
 from ..errors import UsageError
+from ..timing import TorchEvent
 from .build import cuda_device, require_tensorrt
 
 OUTPUTS = ("uv", "vertices")
@@ -39,22 +40,7 @@ def _np_dtype(trt: Any, dt: Any) -> Any:
 
 # Buffer backends ------------------------------------------------------------------------------------------------
 # Each one owns a non-default stream and offers: empty, free, ptr, upload, download, synchronize, capture,
-# event (its own CUDA events, recorded on that stream: item 8 of issue 12) and mem_get_info.
-
-
-class _TorchEvent:
-    def __init__(self, torch: Any, stream: Any) -> None:
-        self.ev = torch.cuda.Event(enable_timing=True)
-        self.stream = stream
-
-    def record(self) -> None:
-        self.ev.record(self.stream)
-
-    def synchronize(self) -> None:
-        self.ev.synchronize()
-
-    def elapsed_ms(self, end: _TorchEvent) -> float:
-        return float(self.ev.elapsed_time(end.ev))
+# event (its own CUDA events, recorded on that stream, for `timing.time_gpu`) and mem_get_info.
 
 
 class _TorchMem:
@@ -122,8 +108,8 @@ class _TorchMem:
         replay.graph = graph  # type: ignore[attr-defined]  # keep the graph alive with its replay
         return replay
 
-    def event(self) -> _TorchEvent:
-        return _TorchEvent(self.torch, self.stream)
+    def event(self) -> TorchEvent:
+        return TorchEvent(self.stream)
 
     def mem_get_info(self) -> tuple[int, int]:
         free, total = self.torch.cuda.mem_get_info()

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .config import IMAGE_SIZE
+from .defaults import DEFAULT_CALIB_NUM
 from .errors import UsageError
 from .fileio import atomic_path, check_out_dir, sha256_file, utc_now
 from .progress import track
@@ -80,7 +81,7 @@ def build_calibration_set(
     freihand: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
     split: str = "training",
-    num: int = 64,
+    num: int = DEFAULT_CALIB_NUM,
     seed: int = 0,
     scale_enlarge: float = 1.25,
     progress: bool = True,
@@ -106,7 +107,7 @@ class CalibSetConfig:
     freihand: Path | None = None
     synthetic: bool = False
     split: str = "training"
-    num: int = 64
+    num: int = DEFAULT_CALIB_NUM
     seed: int = 0
     scale_enlarge: float = 1.25
     progress: bool = True
@@ -198,7 +199,7 @@ def calibration_set_matches(
     freihand: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
     split: str = "training",
-    num: int = 64,
+    num: int = DEFAULT_CALIB_NUM,
     seed: int = 0,
     scale_enlarge: float = 1.25,
 ) -> bool:

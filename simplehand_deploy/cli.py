@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from .config import DEFAULT_CONFIG
+from .defaults import DEFAULT_CALIB_NUM, DEFAULT_METHOD, DEFAULT_WORKSPACE_MB, profile_text
 from .errors import UsageError, VerificationError
 
 deploy = typer.Typer(
@@ -157,7 +158,7 @@ def calib_set(
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder or JSON image list.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Use generated synthetic hands instead.")] = False,
     split: Annotated[str, typer.Option("--split", help="training or evaluation.")] = "training",
-    num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = 64,
+    num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = DEFAULT_CALIB_NUM,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     scale_enlarge: Annotated[float, typer.Option("--scale-enlarge", help="Box enlargement (1.25 = eval).")] = 1.25,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
@@ -280,7 +281,7 @@ def int8(
     onnx: Annotated[Path, typer.Option("--onnx", help="FP32 ONNX from `export`.")],
     calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder (calib-set).")],
     out: Annotated[Path, typer.Option("--out", help="Output Q/DQ .onnx.")],
-    method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
+    method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = DEFAULT_METHOD,
     quantizer: Annotated[str, typer.Option("--quantizer", help=(
         "ort (default): ours, ONNX Runtime's calibrators with TensorRT-style placement. modelopt: NVIDIA ModelOpt "
         "0.47 ONNX PTQ in its own venv (`make modelopt` -> .venv-modelopt/, or $SIMPLEHAND_MODELOPT_VENV); its own "
@@ -355,8 +356,8 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="Engine folder (plan + JSON sidecar by content key).")] = Path(
         "engines"),
     profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX of the optimisation profile.")] = (
-        "1,8,64"),
-    workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
+        profile_text()),
+    workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = DEFAULT_WORKSPACE_MB,
     opt_level: Annotated[int | None, typer.Option("--opt-level", help="Builder optimisation level 0-5.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT's default TF32 for FP32 layers "
@@ -395,11 +396,12 @@ def engine(
     config: ConfigOpt = DEFAULT_CONFIG,
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND folder for calibration crops; "
                                                    "default: synthetic FreiHAND-format hands.")] = None,
-    calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = 64,
+    calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = DEFAULT_CALIB_NUM,
     out: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("engines"),
     precisions: Annotated[str, typer.Option("--precisions", help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
-    method: Annotated[str, typer.Option("--method", help="INT8 calibration: minmax, entropy, percentile.")] = "minmax",
-    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX.")] = "1,8,64",
+    method: Annotated[str, typer.Option("--method", help="INT8 calibration: minmax, entropy, percentile.")] = (
+        DEFAULT_METHOD),
+    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX.")] = profile_text(),
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT engines with TensorRT's default TF32 "
                                        "(--no-tf32 clears it).")] = True,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_CONFIG
+from .defaults import DEFAULT_CALIB_NUM, DEFAULT_METHOD, DEFAULT_PROFILE
 from .errors import UsageError
 from .literals import PRECISIONS, Method, StepStatus, Target
 
@@ -101,12 +102,12 @@ class EngineJobConfig:
     config: str = DEFAULT_CONFIG
     checkpoint: str | os.PathLike[str] | None = None
     freihand: str | os.PathLike[str] | None = None  # None: synthetic FreiHAND-format hands
-    calib_num: int = 64
+    calib_num: int = DEFAULT_CALIB_NUM
     out: str | os.PathLike[str] = "engines"
     calib_dir: str | os.PathLike[str] = "calibration"
     precisions: tuple[str, ...] = PRECISIONS
-    method: Method = "minmax"
-    profile: tuple[int, int, int] = (1, 8, 64)
+    method: Method = DEFAULT_METHOD
+    profile: tuple[int, int, int] = DEFAULT_PROFILE
     quiet: bool = False
     tf32: bool = True  # False: engines without TensorRT's default TF32 (`engine --no-tf32`)
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import Int8Recipe, OnnxArtifact, SensitivityRepair
+from ..defaults import DEFAULT_METHOD
 from ..errors import UsageError
 from ..export import ARTIFACT_FORMAT, load_onnx
 from ..fileio import atomic_path, sha256_file
@@ -100,7 +101,7 @@ def quantize_int8(
     calib: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    method: Method = "minmax",
+    method: Method = DEFAULT_METHOD,
     exclude: Sequence[str] | None = None,
     quantizer: Quantizer = "ort",
     max_drift_mm: float | None = None,
@@ -216,7 +217,7 @@ class Int8Config:
     onnx: Path
     calib: Path
     out: Path
-    method: Method = "minmax"
+    method: Method = DEFAULT_METHOD
     quantizer: Quantizer = "ort"
     exclude: tuple[str, ...] = ()  # extra node names kept float
     placement: Placement = DEFAULT_PLACEMENT
@@ -317,8 +318,7 @@ def ort_quantize(src: Path, out: Path, images: np.ndarray, method: str, excluded
 
     from .ort_patches import entropy_bins, percentile_guard
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {m.name.lower(): m for m in CalibrationMethod}  # our names are ORT's, lower-cased (MinMax, ...)
     guard = entropy_bins() if method == "entropy" else percentile_guard() if method == "percentile" else \
         contextlib.nullcontext()
     with guard:

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from .._deps import require_tensorrt
 from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layers_path, rejected_layers_path
+from ..defaults import DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, profile_text
 from ..env import board_model
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
@@ -29,17 +30,15 @@ from ..literals import PRECISIONS, Precision
 from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_paths, timing_cache_name
 from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge, onnx_int8_weight_share
 
-DEFAULT_PROFILE = (1, 8, 64)
-
 
 def parse_profile(text: str) -> tuple[int, int, int]:
     """`--profile MIN,OPT,MAX` (batch sizes of the optimisation profile); UsageError with an example."""
     try:
         lo, opt, hi = (int(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64") from None
+        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. {profile_text()}") from None
     if not 1 <= lo <= opt <= hi:
-        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. 1,8,64")
+        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. {profile_text()}")
     return lo, opt, hi
 
 
@@ -51,7 +50,7 @@ class BuildConfig:
     precision: str = "fp16"
     out: Path = Path("engines")
     profile: tuple[int, int, int] = DEFAULT_PROFILE
-    workspace_mb: int = 4096
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
     opt_level: int | None = None
     force: bool = False
     tf32: bool = True
@@ -131,7 +130,7 @@ def build_engine(
     *,
     precision: str,
     profile: tuple[int, int, int] = DEFAULT_PROFILE,
-    workspace_mb: int = 4096,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
     opt_level: int | None = None,
     timing_cache_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "engines",

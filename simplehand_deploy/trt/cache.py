@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..artifact import EngineArtifact, OnnxArtifact, plan_sidecar_path
+from ..defaults import DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB
 from ..env import l4t_release
 from ..fileio import sha256_file
 
@@ -171,9 +172,9 @@ def recipe(onnx_path: str | os.PathLike[str], precision: str) -> dict[str, Any]:
 def current_key_inputs(
     onnx_path: str | os.PathLike[str],
     precision: str,
-    profile: tuple[int, int, int] = (1, 8, 64),
+    profile: tuple[int, int, int] = DEFAULT_PROFILE,
     *,
-    workspace_mb: int = 4096,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
     opt_level: int | None = None,
     trt_version: str,
     device: dict[str, Any],

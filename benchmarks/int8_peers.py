@@ -178,10 +178,6 @@ def _reusable(out: Path, fp32: Path, calib: Path) -> bool:
             and crops == load_calibration_set(calib).fingerprint)
 
 
-def _slug(name: str) -> str:
-    return name.replace(" ", "-").replace("+", "-")
-
-
 def _measure(paths: dict[str, Path], held_out: Path, model: Any) -> tuple[dict[str, dict], dict[str, Any]]:
     from simplehand_deploy.drift import measure_drift
 
@@ -196,13 +192,14 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
     import numpy as np
 
     from simplehand_deploy.artifact import OnnxArtifact
+    from simplehand_deploy.env import slug
     from simplehand_deploy.precision.macs import int8_mac_share, qdq_count
 
     paths: dict[str, Path] = {"fp32": fp32}
     info: dict[str, dict[str, Any]] = {"fp32": {"variant": "fp32", "quantizer": "", "method": ""}}
     failed = []
     for v in _variants(args.method, args.max_drift_mm):
-        out = args.work / f"{tag}-{_slug(v['variant'])}.onnx"
+        out = args.work / f"{tag}-{slug(v['variant'])}.onnx"
         try:
             secs = None if args.reuse and _reusable(out, fp32, calib) else _quantise(v, fp32, calib, out)
         except Exception as exc:  # a repair that misses its budget, a ModelOpt crash: a row saying so
@@ -239,6 +236,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
 def run_sweep(args: argparse.Namespace, model: Any, fp32: Path, held_out: Path, common: dict[str, Any]
               ) -> list[dict[str, Any]]:
     from simplehand_deploy.calibration import ensure_calibration_set
+    from simplehand_deploy.env import slug
     from simplehand_deploy.precision.macs import int8_mac_share
 
     keep = ("ours dense", "ours all", "modelopt max fp16", "modelopt entropy fp16")
@@ -248,7 +246,7 @@ def run_sweep(args: argparse.Namespace, model: Any, fp32: Path, held_out: Path, 
         calib = ensure_calibration_set(args.work / f"calib-{n}", synthetic=True, num=n, seed=1, progress=False)
         paths = {}
         for v in variants:
-            out = args.work / f"sweep{n}-{_slug(v['variant'])}.onnx"
+            out = args.work / f"sweep{n}-{slug(v['variant'])}.onnx"
             _quantise(v, fp32, calib, out)
             paths[v["variant"]] = out
         drift, _ = _measure(paths, held_out, model)
@@ -396,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.calibration import ensure_calibration_set, load_calibration_set
     from simplehand_deploy.checkpoint import load_checkpoint
     from simplehand_deploy.drift import HandRegions
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, slug
     from simplehand_deploy.export import export_onnx
 
     venv = _ensure_modelopt()
@@ -436,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         if hand is not None:
             for name in ("ours dense", "ours all", v["best_modelopt"]):
                 plot_drift_map(hand.mean_vertices, per_vertex[name],
-                               folder / f"drift_map_{config}_{_slug(name)}.png",
+                               folder / f"drift_map_{config}_{slug(name)}.png",
                                f"{config}: {name}, held-out mean vertex drift vs FP32 eager", hand.regions)
         if "why" in v:
             raise SystemExit(f"error: {v['why']} (see the status column)")

@@ -6,7 +6,6 @@ Jetson facts (model, L4T release, nvpmodel power mode, jetson_clocks) are read, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import UsageError
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str:
@@ -105,19 +105,63 @@ class OtherLoad:
         return round(min(100.0, max(0.0, 100.0 * others / (wall * (os.cpu_count() or 1)))), 1)
 
 
-def gpu_info() -> dict[str, str]:
-    """name, sm, driver, cuda of device 0 (empty dict without a CUDA device)."""
+def cuda_device() -> dict[str, Any]:
+    """Device 0, the one GPU probe: name, sm, sm_count, memory_mb, cuda (runtime version), cuda_major and the
+    Jetson board; {} without a CUDA device. torch first; cuda-python where torch has no CUDA (a Jetson without
+    NVIDIA's torch wheel), so the builder, the runtime and the results record see the same device."""
     try:
         import torch
 
-        if not torch.cuda.is_available():
-            return {}
-        major, minor = torch.cuda.get_device_capability(0)
-        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()
-        return {"name": torch.cuda.get_device_name(0), "sm": f"{major}.{minor}",
-                "driver": driver[0] if driver else "", "cuda": str(torch.version.cuda or "")}
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            cuda = str(torch.version.cuda or "")
+            return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
+                    "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
+                    "cuda": cuda, "cuda_major": cuda.split(".")[0], "board": board_model()}
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    found = _cuda_python_device()
+    return {**found, "board": board_model()} if found else {}
+
+
+def _cuda_python_device() -> dict[str, Any] | None:
+    try:
+        try:
+            from cuda.bindings import runtime as rt
+        except ImportError:
+            from cuda import cudart as rt
+        err, count = rt.cudaGetDeviceCount()
+        if int(err) != 0 or count < 1:
+            return None
+        err, props = rt.cudaGetDeviceProperties(0)
+        err2, version = rt.cudaRuntimeGetVersion()
+        if int(err) != 0:
+            return None
+        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+        cuda = f"{version // 1000}.{version % 1000 // 10}" if int(err2) == 0 else ""
+        return {"name": name, "sm": f"{props.major}.{props.minor}", "sm_count": int(props.multiProcessorCount),
+                "memory_mb": int(props.totalGlobalMem) >> 20, "cuda": cuda, "cuda_major": cuda.split(".")[0]}
     except Exception:
+        return None
+
+
+def require_cuda_device() -> dict[str, Any]:
+    """`cuda_device()` for work that cannot run without a GPU (TensorRT): UsageError when there is none."""
+    device = cuda_device()
+    if not device:
+        raise UsageError("no CUDA device: TensorRT engines are built and run on an NVIDIA GPU "
+                         "(neither torch nor cuda-python sees one)")
+    return device
+
+
+def gpu_info() -> dict[str, str]:
+    """name, sm, driver, cuda of device 0 as results record them ({} without a CUDA device)."""
+    device = cuda_device()
+    if not device:
         return {}
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()
+    return {"name": str(device["name"]), "sm": str(device["sm"]), "driver": driver[0] if driver else "",
+            "cuda": str(device["cuda"])}
 
 
 def l4t_release(path: str = "/etc/nv_tegra_release") -> str:
@@ -137,23 +181,19 @@ def board_model(path: str = "/proc/device-tree/model") -> str:
         return ""
 
 
-def jetson_l4t_release() -> str | None:
-    return l4t_release() or None
-
-
 def jetson_info() -> dict[str, str]:
-    model = ""
-    with contextlib.suppress(OSError):
-        model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    if "jetson" not in model.lower() and jetson_l4t_release() is None:
+    """Jetson model, L4T release and nvpmodel power mode ({} off a Jetson)."""
+    model, release = board_model(), l4t_release()
+    if "jetson" not in model.lower() and not release:
         return {}
     power = _run(["nvpmodel", "-q"])
     mode = re.search(r"NV Power Mode:\s*(\S+)", power)
-    return {"jetson_model": model, "l4t_release": jetson_l4t_release() or "",
+    return {"jetson_model": model, "l4t_release": release,
             "jetson_power_mode": mode.group(1) if mode else power.splitlines()[0] if power else ""}
 
 
 def slug(text: str) -> str:
+    """The one file-name rule for names from outside (devices, runners, variants): lower case, a-z0-9 and '-'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 

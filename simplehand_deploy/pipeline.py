@@ -212,10 +212,10 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
     if trt is None:
         reason, hint = "TensorRT is not installed", INSTALL_HINTS["tensorrt"]
     else:
-        from .trt.build import cuda_device
+        from .env import require_cuda_device
 
         try:
-            cuda_device()
+            require_cuda_device()
         except UsageError as exc:
             reason, hint = "no CUDA device", str(exc)
     steps = []

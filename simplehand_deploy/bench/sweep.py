@@ -110,10 +110,10 @@ def select_plans(plans: Sequence[Path], onnx: Sequence[Path] | None) -> list[tup
     machine: dict[str, Any] = {}
     trt = tensorrt_or_none()
     if trt is not None and plans:
-        from ..trt.build import cuda_device
+        from ..env import require_cuda_device
 
         try:
-            machine = machine_key_fields(str(trt.__version__), cuda_device())
+            machine = machine_key_fields(str(trt.__version__), require_cuda_device())
         except UsageError:
             machine = {}  # no GPU: opening the runner says so
     shas = {sha256_file(p) for p in onnx} if onnx is not None else None

@@ -23,7 +23,7 @@ from typing import Any, cast
 from .._deps import require_tensorrt
 from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layers_path, rejected_layers_path
 from ..defaults import DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, profile_text
-from ..env import board_model
+from ..env import require_cuda_device
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
 from ..literals import PRECISIONS, Precision
@@ -74,48 +74,6 @@ def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-def cuda_device() -> dict[str, Any]:
-    """Device 0: name, SM, SM count, total memory (MB), Jetson board model and CUDA major (torch, else
-    cuda-python); UsageError without a CUDA device."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
-                    "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
-                    "board": board_model(), "cuda_major": str(torch.version.cuda or "").split(".")[0]}
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    found = _cuda_python_device()
-    if found is None:
-        raise UsageError("no CUDA device: TensorRT engines are built and run on an NVIDIA GPU "
-                         "(neither torch nor cuda-python sees one)")
-    return {**found, "board": board_model()}
-
-
-def _cuda_python_device() -> dict[str, Any] | None:
-    """Device 0 through cuda-python (for machines whose torch has no CUDA, e.g. Jetson without NVIDIA's wheel)."""
-    try:
-        try:
-            from cuda.bindings import runtime as rt
-        except ImportError:
-            from cuda import cudart as rt
-        err, count = rt.cudaGetDeviceCount()
-        if int(err) != 0 or count < 1:
-            return None
-        err, props = rt.cudaGetDeviceProperties(0)
-        err2, version = rt.cudaRuntimeGetVersion()
-        if int(err) != 0:
-            return None
-        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        return {"name": name, "sm": f"{props.major}.{props.minor}", "sm_count": int(props.multiProcessorCount),
-                "memory_mb": int(props.totalGlobalMem) >> 20,
-                "cuda_major": str(version // 1000) if int(err2) == 0 else ""}
-    except Exception:
-        return None
-
-
 def _flag(name: str) -> Any:
     import tensorrt as trt
 
@@ -150,7 +108,7 @@ def build_engine(
     """
     onnx_path = check_request(onnx_path, precision, profile)
     trt = require_tensorrt()
-    device = cuda_device()
+    device = require_cuda_device()
     from ..ort import graph_kind
 
     trt_version = str(trt.__version__)

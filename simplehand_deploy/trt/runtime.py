@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from .._deps import INSTALL_HINTS
+from ..env import require_cuda_device
 from ..errors import UsageError
 from ..timing import TorchEvent
-from .build import cuda_device, require_tensorrt
+from .build import require_tensorrt
 
 OUTPUTS = ("uv", "vertices")
 BUFFERS = ("auto", "torch", "cuda-python", "pycuda")
@@ -347,7 +348,7 @@ class TrtEngine:
         from .build import engine_device_memory_bytes
 
         self.trt = trt
-        device = cuda_device()
+        device = require_cuda_device()
         self.path = Path(plan_path)
         if not self.path.is_file():
             raise UsageError(f"engine {self.path}: no such file (build one with `simplehand-deploy build`)")

@@ -128,7 +128,7 @@ def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> Eng
     """Run the whole job (`job`, or an `EngineJobConfig` from the keyword options); returns one summary step per
     artifact (what, status, path, why)."""
     cfg = job if job is not None else EngineJobConfig(**options)
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_announced
 
     bad = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad:
@@ -137,12 +137,8 @@ def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> Eng
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     calib, calib_step = _calibration(cfg.freihand, cfg.calib_num, Path(cfg.calib_dir), cfg.quiet)
-    if cfg.checkpoint is None:
-        _log(f"[2/4] weights: NONE GIVEN -> seed-initialised {cfg.config} weights (NOT a trained model; "
-             "pass WEIGHTS=path for real numbers)", cfg.quiet)
-    else:
-        _log(f"[2/4] weights: {cfg.checkpoint}", cfg.quiet)
-    model, info = load_checkpoint(cfg.checkpoint, cfg.config)
+    _log(f"[2/4] weights: {cfg.checkpoint or 'none given'}", cfg.quiet)
+    model, info = load_announced(cfg.checkpoint, cfg.config, announce=not cfg.quiet)
     _log(f"[3/4] ONNX artifacts in {out}/", cfg.quiet)
     onnx_for, onnx_steps = _onnx_artifacts(model, info, out, calib, cfg.precisions, cfg.method, cfg.quiet)
     _log("[4/4] TensorRT engines", cfg.quiet)

@@ -107,7 +107,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from simplehand_deploy.bench.results import markdown_rows
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, write_env_json
 
     env = fingerprint()
     # absolute: every simplehand-bench run works in a temporary folder (its own engines/)
@@ -181,7 +181,7 @@ def main() -> int:
                       f"{args.pool_runs}): quiet runs {p_pass}/{len(p_id)} passed; busy runs {p_caught}/{len(p_busy)}"
                       " failed with exit 1")
     (out / "gate_check.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     table = markdown_rows(
         ("pair", "kind", "load 1 min (baseline / current)", "cpu_other_pct (baseline / current)", "p50 change", "exit",
          "verdict"),

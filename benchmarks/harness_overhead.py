@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, write_env_json
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.model import create_model
     from simplehand_deploy.runners import get_runner
@@ -65,7 +65,7 @@ def main() -> int:
               "batch": args.batch, "iterations": args.iterations, "rounds": rounds, "median_ratio": ratio,
               "target": TARGET, "met": met}
     (out / "harness_overhead.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     print(f"results: {out}")
     return 0 if met else 1
 

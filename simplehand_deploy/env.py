@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .errors import UsageError
+from .fileio import write_json_atomic
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str:
@@ -227,6 +228,11 @@ def fingerprint() -> dict[str, Any]:
         "toolkit_version": __version__, "run_id": f"{time.strftime('%Y%m%d-%H%M%S', now)}-{slug(device)}",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", now),
     }
+
+
+def write_env_json(folder: str | os.PathLike[str], env: dict[str, Any]) -> Path:
+    """`<folder>/env.json`, the machine record beside every results file (atomic; the one writer of it)."""
+    return write_json_atomic(Path(folder) / "env.json", env)
 
 
 def details() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from ..drift import REGION_COLUMNS
+from ..env import write_env_json
 from ..errors import UsageError
 from ..fileio import atomic_path
 
@@ -128,11 +129,11 @@ def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[s
         "results.json": lambda p: p.write_text(json.dumps(flat.to_dicts(), indent=1, default=str) + "\n"),
         "results.md": lambda p: p.write_text(title + to_markdown(flat)),
     }
-    if env is not None:
-        writers["env.json"] = lambda p: p.write_text(json.dumps(env, indent=2, default=str) + "\n")
     for name, write in writers.items():
         with atomic_path(out / name) as tmp:
             write(tmp)
+    if env is not None:
+        write_env_json(out, env)
     return out
 
 

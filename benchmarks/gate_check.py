@@ -9,7 +9,7 @@ A preset of `simplehand-bench`, run as a new user would, each command in its own
     simplehand-bench latency ... --out B            # the same run again (identical pair)
     simplehand-bench regress --baseline A --current B          # defaults: --latency-tol 10%
 
-Expectations (issue 13): at least 9 of `--pairs` identical pairs pass (exit 0); every pair whose second
+Expectations: at least 9 of `--pairs` identical pairs pass (exit 0); every pair whose second
 run is made while two busy-loop processes compete for the cores fails (exit 1). The verdicts are
 printed; the folder gets gate_check.{json,md}, env.json and every run's results.parquet/env.json (the
 samples the gate judged). Exit status 1 when either expectation is missed. The 1-minute load average

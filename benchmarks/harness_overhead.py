@@ -5,7 +5,7 @@
 
 Both loops use the same open runner, session and input, interleaved over 3 rounds (a shared machine
 drifts). The bare loop is deliberately not the harness: it is the reference the harness is checked
-against. Target (issue 7): median ratio <= 1.05. Writes harness_overhead.json + env.json into a results
+against. Target: median ratio <= 1.05. Writes harness_overhead.json + env.json into a results
 folder (default benchmarks/results/<run-id>-harness-overhead/); exit 1 when the target is missed.
 """
 

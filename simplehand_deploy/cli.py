@@ -109,7 +109,7 @@ ConfigOpt = Annotated[str | None, typer.Option("--config", help=f"Model variant:
 
 
 # ============================================================================================
-# simplehand-deploy: model (issue 2)
+# simplehand-deploy: model
 # ============================================================================================
 
 
@@ -133,7 +133,7 @@ def predict(
 
 
 # ============================================================================================
-# simplehand-deploy: data (issue 3)
+# simplehand-deploy: data
 # ============================================================================================
 
 @deploy.command()
@@ -173,7 +173,7 @@ def calib_set(
 
 
 # ============================================================================================
-# simplehand-deploy: training and evaluation (issue 4)
+# simplehand-deploy: training and evaluation
 # ============================================================================================
 
 @deploy.command()
@@ -242,7 +242,7 @@ def eval_cmd(
 
 
 # ============================================================================================
-# simplehand-deploy: export, precision, drift (issue 5)
+# simplehand-deploy: export, precision, drift
 # ============================================================================================
 
 @deploy.command()
@@ -290,7 +290,7 @@ def int8(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Extra node names to keep float.")] = None,
     placement: Annotated[str, typer.Option(
         "--placement", help="dense (default): INT8 on the backbone's dense convs/matmuls and the deconv, depthwise "
-        "convs and the token regressor float (fastvit_ma36: ~95% of MACs INT8); all: every weighted layer "
+        "convs and the token regressor float (the INT8 share of MACs is in the sidecar); all: every weighted layer "
         "outside the uv head, grid path and vertex projection.")] = "dense",
     max_drift_mm: Annotated[float | None, typer.Option(
         "--max-drift-mm", help="Sensitivity repair: keep the most sensitive layer groups float until drift <= D mm "
@@ -346,7 +346,7 @@ def drift(
 
 
 # ============================================================================================
-# simplehand-deploy: TensorRT build and `engine` (issue 6)
+# simplehand-deploy: TensorRT build and `engine`
 # ============================================================================================
 
 @deploy.command()
@@ -420,7 +420,7 @@ def engine(
 
 
 # ============================================================================================
-# simplehand-deploy: triton (issue 8)
+# simplehand-deploy: triton
 # ============================================================================================
 
 
@@ -445,7 +445,7 @@ def triton(
 
 
 # ============================================================================================
-# simplehand-bench: harness (issue 7)
+# simplehand-bench: harness
 # ============================================================================================
 
 RunnersOpt = Annotated[str | None, typer.Option("--runners", help="Comma list: torch (fused eager), torch_unfused "
@@ -564,7 +564,7 @@ def env_cmd(json_out: JsonOpt = False) -> None:
 
 
 # ============================================================================================
-# simplehand-bench: regress, baseline, report (issue 8)
+# simplehand-bench: regress, baseline, report
 # ============================================================================================
 
 

@@ -169,7 +169,7 @@ def test_runner_failing_mid_sweep_is_a_status_row(artifacts, tmp_path, monkeypat
 
 
 def test_threads_fused_and_cpu_conditions_on_every_row(artifacts, tmp_path):
-    """Acceptance (issue 13): --threads 1 is in effect and recorded; eager is fused; the CPU is named."""
+    """--threads 1 is in effect and recorded; eager is fused; the CPU is named."""
     import os
 
     import torch

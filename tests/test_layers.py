@@ -1,4 +1,4 @@
-"""Architecture (issue 15): no import cycles inside simplehand_deploy, lazy imports included, and the layer map in
+"""Architecture: no import cycles inside simplehand_deploy, lazy imports included, and the layer map in
 pyproject.toml ([tool.importlinter], drawn in docs/architecture.md) holds and names every module."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Regression gate: verdicts, noise handling, environment guard, and the three renderings (issue 8)."""
+"""Regression gate: verdicts, noise handling, environment guard, and the three renderings."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def make_run(
     runners: tuple[tuple[str, str], ...] = RUNNERS,
 ) -> pl.DataFrame:
     """A complete results frame in the harness schema: latency rows per batch + one accuracy row per precision."""
-    results = pytest.importorskip("simplehand_deploy.bench.results", reason="results schema (issue 7) not present")
+    results = pytest.importorskip("simplehand_deploy.bench.results", reason="results schema not present")
     RESULT_COLUMNS = results.RESULT_COLUMNS
 
     slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")

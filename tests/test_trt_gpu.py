@@ -70,7 +70,7 @@ def test_failed_deserialisation_is_a_cache_miss(artifacts):
     assert not again.cached and again.key == art.key and again.plan.stat().st_size > 1000
 
 
-# --- issue 12 item 1: CUDA-graph replay on the engine's stream (fastvit_ma36, batch 8) ----------------------
+# --- CUDA-graph replay on the engine's stream (fastvit_ma36, batch 8) ----------------------
 
 
 @pytest.fixture(scope="module")

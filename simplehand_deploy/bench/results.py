@@ -36,7 +36,7 @@ LATENCY = {"latency_mean_ms": _F, "latency_p50_ms": _F, "latency_p90_ms": _F, "l
            "speedup_vs_eager": _F, "cov_warning": _B, "cpu_other_pct": _F,
            # baselines pooled from several runs (`simplehand-bench baseline --from A --from B ...`)
            "baseline_runs": _I, "latency_p50_run_cov": _F, "throughput_run_cov": _F, "latency_samples_ms": _LF}
-# TensorRT rows (issue 12): what ran (from the engine's layer datatypes), its memory outside torch's allocator,
+# TensorRT rows: what ran (from the engine's layer datatypes), its memory outside torch's allocator,
 # and the equivalent trtexec line. `precision` keeps fp32|fp16|int8 (regression matching keys on it).
 TENSORRT = {"precision_mix": _S, "precision_verified": _B, "engine_device_memory_mb": _F,
             "device_memory_delta_mb": _F, "trtexec_command": _S}

@@ -28,9 +28,10 @@ from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
 from .macs import int8_mac_share, qdq_count
 
 # Calibration methods: METHODS (literals.Method).
-# Where Q/DQ goes. `dense`: the backbone's dense convolutions and matmuls and the deconvolution (on
-# fastvit_ma36 95% of the weighted-layer MACs), with depthwise convolutions and the token
-# regressor after grid sampling kept float. `all`: every weighted layer outside the always-float parts.
+# Where Q/DQ goes. `dense`: the backbone's dense convolutions and matmuls and the deconvolution (the
+# share of weighted-layer MACs this makes INT8 is read from the graph, `int8_mac_share`, in every
+# sidecar), with depthwise convolutions and the token regressor after grid sampling kept float. `all`:
+# every weighted layer outside the always-float parts.
 # (PLACEMENTS, literals.Placement)
 DEFAULT_PLACEMENT: Placement = "dense"
 # What the artifact is for. `trt10`: TensorRT >= 10 builds strongly typed, so a DequantizeLinear's output
@@ -125,9 +126,8 @@ def quantize_int8(
     weighted-layer MACs), which ModelOpt quantises and our placements keep float. Q/DQ sits only on the inputs of the
     quantised weighted layers, TensorRT's recommended placement: no Q/DQ on their outputs (ORT's
     default would put one on every output, in front of GELU, softmax and the residual adds), and
-    a float layer next to a quantised one reads the float tensor, not the DQ output they would share.
-    Measured on a trained tiny (held-out crops, minmax), placement `all`: ORT's default Q/DQ 2.54 mm mean
-    vertex drift, inputs only 1.72 mm, plus float readers 1.56 mm; placement `dense`: 0.68 mm.
+    a float layer next to a quantised one reads the float tensor, not the DQ output they would share (what each
+    of these choices does to drift is measured in docs/precision.md).
     """
     _check_options(method, quantizer, max_drift_mm, placement, target, scale_search)
     if quantizer == "modelopt":  # NVIDIA's quantiser in its own venv (precision/modelopt.py)

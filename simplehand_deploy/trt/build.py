@@ -1,6 +1,6 @@
 """Build TensorRT engines from our ONNX artifacts, one code path for TensorRT 8.6 (JetPack 5) to 11.
 
-Precision strategy forks on the TensorRT major version (notes/tensorrt.md, Recommendations):
+Precision strategy forks on the TensorRT major version (docs/precision.md):
 * TRT < 10: weak typing. FP16 = `BuilderFlag.FP16` on the FP32 graph; INT8 = the Q/DQ graph with
   `INT8` + `FP16` flags (explicit quantisation still needs the flag there).
 * TRT >= 10: strong typing. Precision comes from the graph: the FP16 ONNX for FP16, the Q/DQ ONNX

@@ -96,6 +96,7 @@ def build_calibration_set(
             root = generate(Path(tmp) / "freihand", num if split == "training" else 1, seed=seed,
                             eval_num=num if split == "evaluation" else 0, progress=progress)
             return _build(out, root, f"synthetic:seed={seed}", split, num, seed, scale_enlarge, progress)
+    assert freihand is not None  # _check_options: exactly one source
     return _build(out, Path(freihand), str(Path(freihand).resolve()), split, num, seed, scale_enlarge, progress)
 
 
@@ -140,7 +141,7 @@ def _build(out, root: Path, source: str, split: str, num: int, seed: int, scale:
         for k in labels:
             if k in lab:
                 labels[k].append(lab[k])
-    arrays = {k: np.stack(v) for k, v in labels.items() if len(v) == num}
+    arrays: dict[str, Any] = {k: np.stack(v) for k, v in labels.items() if len(v) == num}
     with atomic_path(out, is_dir=True) as tmp:
         np.save(tmp / "images.npy", images)
         np.savez(tmp / "labels.npz", **arrays)

@@ -15,6 +15,7 @@ Deployment choices that differ in form (not in numbers) from the official code:
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -159,9 +160,9 @@ class SimpleHand(nn.Module):
         import timm
 
         self.cfg = cfg
-        self.backbone = timm.create_model(
+        self.backbone = cast(Any, timm.create_model(  # timm's models add forward_features / num_features
             cfg.backbone, pretrained=False, drop_path_rate=cfg.drop_path_rate, **cfg.backbone_kwargs
-        )
+        ))
         channels = int(self.backbone.num_features)
         self.keypoints_2d_head = nn.Linear(channels, NUM_JOINTS * 2)
         self.mesh_head = MeshHead(channels, cfg)

@@ -378,6 +378,8 @@ def _latency_checks(base: dict, cur: dict, tol: float) -> tuple[Check, ...]:
             continue
         worse = (b / c - 1.0) if higher_is_better else (c / b - 1.0)
         run_cov = _num(base, RUN_SPREAD[col])
+        low: float | None
+        high: float | None
         if runs >= 2 and run_cov is not None:
             low, high = runs_change(worse, run_cov, runs)
             method = f"run-to-run spread of {runs} baseline runs"

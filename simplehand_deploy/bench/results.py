@@ -65,7 +65,7 @@ def conform(rows: list[dict[str, Any]] | pl.DataFrame) -> pl.DataFrame:
     for name, dtype in RESULT_COLUMNS.items():
         cols.append(pl.col(name).cast(dtype, strict=False) if name in df.columns else pl.lit(None, dtype).alias(name))
     extra = [c for c in df.columns if c not in RESULT_COLUMNS]
-    return df.select(cols + extra) if len(df) else empty_results()
+    return df.select([*cols, *extra]) if len(df) else empty_results()
 
 
 def validate(df: pl.DataFrame, source: str = "results") -> pl.DataFrame:

@@ -47,7 +47,7 @@ class BenchConfig:
     @classmethod
     def from_cli(cls, kinds: tuple[str, ...], **options: Any) -> BenchConfig:
         """Options left at None take the defaults above; lists become tuples."""
-        given = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
         return cls(kinds=kinds, **given)
 
     def accuracy_only(self) -> BenchConfig:

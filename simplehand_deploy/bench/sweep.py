@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +81,20 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
     specs: list[Spec] = []
     for name in runners:
         if name in names:
-            specs.append(Spec(names[name], "fp32", "", lambda n=name: get_runner(n, model=model, threads=threads)))
+            specs.append(Spec(names[name], "fp32", "", partial(get_runner, name, model=model, threads=threads)))
         elif name == "onnxruntime":
             paths = list(onnx)
             if not paths:
                 paths = [_export_default(model, info, engines_dir, quiet)]
             for p in paths:
                 specs.append(Spec("onnxruntime", _precision_of(p), str(p),
-                                  lambda p=p: get_runner("onnxruntime", onnx=p, threads=threads)))
+                                  partial(get_runner, "onnxruntime", onnx=p, threads=threads)))
         elif name == "tensorrt":
             for p, precision, reason in select_plans(plans, onnx if check_plans else None):
                 if reason is None:
-                    specs.append(Spec("tensorrt", precision, str(p), lambda p=p: get_runner("tensorrt", plan=p)))
+                    specs.append(Spec("tensorrt", precision, str(p), partial(get_runner, "tensorrt", plan=p)))
                 else:
-                    specs.append(Spec("tensorrt", precision, str(p), lambda r=reason: _unavailable(r)))
+                    specs.append(Spec("tensorrt", precision, str(p), partial(_unavailable, reason)))
             if not plans:
                 specs.append(Spec("tensorrt", "", "", _no_plans))
     return specs

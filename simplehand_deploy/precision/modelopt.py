@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -164,7 +165,8 @@ def quantize_modelopt(
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="simplehand-modelopt-") as tmpdir:
         data = Path(tmpdir) / "calibration.npz"
-        np.savez(data, **{input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        feeds: dict[str, Any] = {input_name: np.ascontiguousarray(images, dtype=np.float32)}
+        np.savez(data, **feeds)
         # ModelOpt writes its intermediates beside the input graph: give it a private copy
         private = Path(tmpdir) / Path(src).name
         private.write_bytes(Path(src).read_bytes())

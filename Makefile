@@ -10,9 +10,10 @@ TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 CONFIG   ?= fastvit_ma36
 WEIGHTS  ?=
 FREIHAND ?=
+DEXYCB   ?=
 CALIB_NUM ?= 64
 
-.PHONY: install test engine train baseline regress lint clean modelopt
+.PHONY: install test engine train baseline regress compare lint clean modelopt
 
 # constraints.txt pins the versions the suite was tested with (per platform; torch excepted: TORCH_PAIR).
 CONSTRAINTS ?= constraints.txt
@@ -50,7 +51,8 @@ lint: $(VENV)/.installed
 
 engine: $(VENV)/.installed
 	$(VENV)/bin/simplehand-deploy engine --config $(CONFIG) \
-		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) --calib-num $(CALIB_NUM)
+		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) \
+		$(if $(DEXYCB),--dexycb $(DEXYCB)) --calib-num $(CALIB_NUM)
 
 # Regression gates. RESULTS: a run folder or the results root (newest run of DEVICE is taken).
 RESULTS   ?= benchmarks/results
@@ -66,6 +68,17 @@ baseline: $(VENV)/.installed
 regress: $(VENV)/.installed
 	$(VENV)/bin/simplehand-bench regress --current $(RESULTS) --baseline $(BASELINES) $(if $(DEVICE),--device $(DEVICE)) \
 		--latency-tol $(LATENCY_TOL) --drift-tol-mm $(DRIFT_TOL_MM) --junit runs/regress-junit.xml --markdown runs/regress-summary.md $(REGRESS_FLAGS)
+
+# A/B in one job (shared or virtual runners): BASE and CUR are two ONNX artifacts (or two plans) of one model,
+# timed interleaved on this machine; exit 1 when CUR is slower. COMPARE_FLAGS: e.g. --threads 1 --calib DIR ...
+BASE ?=
+CUR  ?=
+COMPARE_FLAGS ?=
+
+compare: $(VENV)/.installed
+	@test -n "$(BASE)" && test -n "$(CUR)" || { echo "usage: make compare BASE=main.onnx CUR=pr.onnx [COMPARE_FLAGS=...]" >&2; exit 2; }
+	$(VENV)/bin/simplehand-bench compare --baseline $(BASE) --current $(CUR) --latency-tol $(LATENCY_TOL) \
+		--drift-tol-mm $(DRIFT_TOL_MM) --junit runs/compare-junit.xml --markdown runs/compare-summary.md $(COMPARE_FLAGS)
 
 STEPS ?= 1000
 train: $(VENV)/.installed

@@ -1,22 +1,31 @@
 """One GPU check for any NVIDIA machine: how fast is SimpleHand here, per backend, precision and batch size?
 
-    python benchmarks/gpu_check.py [--out benchmarks/results] [--config fastvit_ma36] [--checkpoint W]
-                                   [--batches 1,8,32,64] [--duration 2] [--sections eager,graphs,compile,ort,trt]
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out "$OUT"     # the whole check, within --budget-s (540 s)
 
-Sections, each degrading on its own (a missing optional dependency or a failure becomes a `skipped`/`failed`
-row with the reason, never a crash): torch CUDA eager FP32/FP16, the same under CUDA graphs, torch.compile
-(FP16), ONNX Runtime's CUDA provider if installed, TensorRT if installed (through our builder and runtime,
-engines cached by content key in --engines-dir). GPU timings are CUDA events around each launch on its
-stream (GPU compute, no H2D/D2H); ONNX Runtime is timed on the host around `run` and includes copies.
-Each row also carries the vertex drift (mm) against torch FP32 eager on the same random batch.
-Writes <out>/<run-id>-gpu-check/gpu_check.{csv,json,md}. Without a CUDA device it prints one line and
-exits 2 (nothing was measured).
+Options: --config fastvit_ma36 --checkpoint W --batches 1,8,32,64 --duration 2 --deadline-s 420 --budget-s 540
+--sections eager,graphs,ort,trt,compile. Sections, each degrading on its own (a missing optional dependency or a
+failure becomes a `skipped: ...` / `error: ...` row with the reason, never a crash): torch CUDA eager FP32/FP16,
+the same under CUDA graphs, ONNX Runtime's CUDA provider if installed, TensorRT if installed (through our builder and
+runtime, engines cached by content key in --engines-dir; the INT8 artifact this TensorRT version takes), and
+last torch.compile (inductor, FP16) at the first batch size only (its compile time is the unknown).
+A section that would start after --deadline-s becomes a skipped row, and the compile is abandoned (a skipped
+row, exit 0) if it is still compiling at --budget-s, so one run fits a 10-minute slot.
+GPU timings are CUDA events around each launch on its stream (GPU compute, no H2D/D2H); ONNX Runtime is
+timed on the host around `run` and includes copies. Each row also carries the vertex drift (mm) against
+torch FP32 eager on the same random batch.
+
+Rows use the harness's results schema (`runner, precision, batch_size, status, latency_p50_ms,
+throughput_img_s, ...`, bench/results.py) and are written to <out>/<run-id>-gpu-check/ after every
+section (a run killed at a time limit keeps the finished sections): results.{parquet,csv,json,md} through
+the harness's writer where polars is installed, results.{csv,json,md} with the same column names where it
+is not, plus env.json. Without a CUDA device it prints one line and exits 2 (nothing was measured).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -29,15 +38,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SECTIONS = ("eager", "graphs", "compile", "ort", "trt")
+SECTIONS = ("eager", "graphs", "ort", "trt", "compile")  # run in this order: the unbounded compile last
+RUNNER = {"eager": "torch", "graphs": "torch", "ort": "onnxruntime", "trt": "tensorrt", "compile": "torch_compile"}
+DEFAULT_DEADLINE_S = 420.0  # no section starts later than this (seconds from the start)
+DEFAULT_BUDGET_S = 540.0  # the whole run: a compile still running then is abandoned (a 10-minute slot)
+SHOWN = ("runner", "precision", "batch_size", "cuda_graphs", "status", "latency_p50_ms", "latency_p99_ms",
+         "throughput_img_s", "vertex_drift_mean_mm", "precision_mix", "note")
 
 
 def _stats(times_ms: list[float]) -> dict[str, float]:
     """trtexec's definitions: the harness's `stats` (simplehand_deploy/timing.py is importable without polars)."""
     from simplehand_deploy.timing import stats
 
-    s = stats(times_ms)
-    return {k: s[k] for k in ("latency_mean_ms", "latency_p50_ms", "latency_p99_ms", "latency_cov")}
+    return stats(times_ms)
 
 
 def time_gpu(launch: Callable[[], Any], stream: Any, *, duration: float, iterations: int = 20,
@@ -55,14 +68,18 @@ def time_gpu(launch: Callable[[], Any], stream: Any, *, duration: float, iterati
     stream.synchronize()
     times, wall = shared(launch, new_event or (lambda: TorchEvent(stream)), duration=duration,
                          iterations=iterations)
-    return {**_stats(times), "throughput_exec_s": len(times) / wall}
+    return {**_stats(times), "throughput_exec_s": len(times) / wall, "iterations": len(times), "duration_s": wall}
 
 
 def time_host(call: Callable[[], Any], *, duration: float, iterations: int = 20, warmup: float = 0.3) -> dict:
     """The harness's host timing (timing.time_host): perf_counter around each synchronous call."""
     from simplehand_deploy.timing import time_host as shared
 
-    return _stats(shared(call, duration=duration, iterations=iterations, warmup=warmup))
+    start = time.perf_counter()
+    times = shared(call, duration=duration, iterations=iterations, warmup=warmup)
+    out = _stats(times)
+    return {**out, "throughput_exec_s": 1000.0 / out["latency_mean_ms"], "iterations": len(times),
+            "duration_s": time.perf_counter() - start}
 
 
 def drift_mm(vertices: Any, ref: np.ndarray) -> float:
@@ -73,37 +90,43 @@ def drift_mm(vertices: Any, ref: np.ndarray) -> float:
     return float(drift_row({"vertices": ref}, {"vertices": v})["vertex_drift_mean_mm"] or 0.0)
 
 
-class Check:
-    """Collects rows; every section runs through `section`, which turns exceptions into rows."""
+def int8_target(trt_version: str) -> str:
+    """The INT8 artifact this TensorRT builds from, as the pipeline picks it (`pipeline.int8_targets`):
+    trt10 (`...-int8-trt10.onnx`) on >= 10, trt8 below."""
+    from simplehand_deploy.pipeline import int8_targets
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        import torch
+    return int8_targets(trt_version)[0]
 
-        from simplehand_deploy.checkpoint import load_checkpoint
 
+class Rows:
+    """Collects rows in the harness's schema; every section runs through `section`, which turns exceptions
+    into rows. Holds no model: the GPU work lives in `Check`."""
+
+    def __init__(self, args: argparse.Namespace, common: dict[str, Any] | None = None) -> None:
         self.args = args
         self.rows: list[dict[str, Any]] = []
-        self.model, self.info = load_checkpoint(args.checkpoint, args.config, fused=True)
-        self.model = self.model.cuda().eval()
-        g = torch.Generator().manual_seed(0)
-        self.images = {b: torch.randn((b, 3, 224, 224), generator=g).cuda() for b in args.batches}
-        with torch.inference_mode():
-            self.ref = {b: self.model(x)[1].float().cpu().numpy() for b, x in self.images.items()}
+        self.common: dict[str, Any] = dict(common or {})  # config, weights and the env columns, on every row
 
-    def add(self, section: str, backend: str, precision: str, batch: int | None, status: str, note: str = "",
-            timing: dict[str, float] | None = None, drift: float | None = None) -> None:
-        row: dict[str, Any] = {"section": section, "backend": backend, "precision": precision, "batch": batch,
-                               "status": status, "latency_mean_ms": None, "latency_p50_ms": None,
-                               "latency_p99_ms": None, "latency_cov": None, "images_per_s": None,
-                               "vertex_drift_mean_mm": drift, "note": note}
+    def sections(self) -> dict[str, Callable[[], None]]:
+        """Section name -> the function that runs it (the GPU sections are `Check`'s)."""
+        return {}
+
+    def add(self, runner: str, precision: str, batch: int | None, status: str, note: str = "", *,
+            timing: dict[str, float] | None = None, drift: float | None = None, cuda_graphs: bool | None = None,
+            scope: str = "gpu_compute", **extra: Any) -> None:
+        """One row: `status` is `ok`, `skipped: <why>` or `error: <what>` as in the harness."""
+        row: dict[str, Any] = {"runner": runner, "precision": precision, "batch_size": batch,
+                               "measurement": "latency", "status": status, "cuda_graphs": cuda_graphs,
+                               "timing_scope": scope if timing else None, "vertex_drift_mean_mm": drift,
+                               **extra, "note": note}
         if timing:
-            per_s = timing.pop("throughput_exec_s", None) or 1000 / timing["latency_mean_ms"]
             row.update(timing)
-            row["images_per_s"] = batch * per_s if batch else None
-        self.rows.append(row)
+            row["throughput_img_s"] = batch * timing["throughput_exec_s"] if batch else None
+        self.rows.append({**row, **self.common})
         if not self.args.quiet:
             lat = f"{row['latency_p50_ms']:.3f} ms p50" if timing else status
-            print(f"  {section:8s} {backend:22s} {precision:5s} b={batch!s:3s} {lat} {note}", flush=True)
+            graphs = "graphs" if cuda_graphs else ""
+            print(f"  {runner:14s} {graphs:6s} {precision:5s} b={batch!s:3s} {lat} {note}", flush=True)
 
     def section(self, name: str, fn: Callable[[], None]) -> None:
         if name not in self.args.sections:
@@ -113,11 +136,34 @@ class Check:
         try:
             fn()
         except SkipSection as exc:
-            self.add(name, name, "-", None, "skipped", str(exc))
+            self.add(RUNNER[name], "", None, f"skipped: {exc}", cuda_graphs=name == "graphs" or None)
         except Exception as exc:
-            self.add(name, name, "-", None, "failed", f"{type(exc).__name__}: {str(exc)[:300]}")
+            self.add(RUNNER[name], "", None, f"error: {type(exc).__name__}: {str(exc)[:300]}",
+                     cuda_graphs=name == "graphs" or None)
             if self.args.verbose:
                 traceback.print_exc()
+
+
+class Check(Rows):
+    """The GPU sections over one model and one random batch per batch size."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import torch
+
+        from simplehand_deploy.checkpoint import load_checkpoint
+
+        super().__init__(args)
+        self.model, self.info = load_checkpoint(args.checkpoint, args.config, fused=True)
+        self.model = self.model.cuda().eval()
+        g = torch.Generator().manual_seed(0)
+        self.images = {b: torch.randn((b, 3, 224, 224), generator=g).cuda() for b in args.batches}
+        with torch.inference_mode():
+            self.ref = {b: self.model(x)[1].float().cpu().numpy() for b, x in self.images.items()}
+        self.common = {"config": self.info.config, "weights": self.info.short}
+
+    def sections(self) -> dict[str, Callable[[], None]]:
+        return {"eager": self.eager, "graphs": lambda: self.eager(graphs=True), "ort": self.ort, "trt": self.trt,
+                "compile": self.compiled}
 
     # --- sections ------------------------------------------------------------------------------------------
     def eager(self, graphs: bool = False) -> None:
@@ -125,7 +171,6 @@ class Check:
 
         import torch
 
-        section = "graphs" if graphs else "eager"
         for precision, dtype in (("fp32", torch.float32), ("fp16", torch.float16)):
             model = self.model if dtype == torch.float32 else copy.deepcopy(self.model).half()
             for b, x in self.images.items():
@@ -138,11 +183,11 @@ class Check:
                         with torch.inference_mode():
                             out = model(xb)[1]
                             timing = time_gpu(lambda m=model, xb=xb: m(xb), stream, duration=self.args.duration)
-                    self.add(section, "torch-cuda-graphs" if graphs else "torch-eager", precision, b, "ok",
-                             timing=timing, drift=drift_mm(out, self.ref[b]))
+                    self.add("torch", precision, b, "ok", timing=timing, drift=drift_mm(out, self.ref[b]),
+                             cuda_graphs=graphs)
                 except torch.cuda.OutOfMemoryError as exc:
                     torch.cuda.empty_cache()
-                    self.add(section, "torch", precision, b, "failed", f"out of memory: {str(exc)[:120]}")
+                    self.add("torch", precision, b, f"error: out of memory: {str(exc)[:120]}", cuda_graphs=graphs)
 
     def _graph_timing(self, model: Any, x: Any) -> tuple[dict[str, float], Any]:
         import torch
@@ -168,6 +213,7 @@ class Check:
         return time_gpu(replay, stream, duration=self.args.duration), static_out[1]
 
     def compiled(self) -> None:
+        """torch.compile (inductor, FP16) at the first batch size only: compiling fastvit_ma36 takes minutes."""
         import copy
 
         import torch
@@ -178,21 +224,22 @@ class Check:
         except Exception as exc:
             raise SkipSection(f"torch.compile unavailable: {type(exc).__name__}: {exc}") from None
         stream = torch.cuda.current_stream()
-        for b, x in self.images.items():
-            xb = x.half()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                out = compiled(xb)[1]
-                torch.cuda.synchronize()
-                compile_s = time.perf_counter() - t0
-                timing = time_gpu(lambda xb=xb: compiled(xb), stream, duration=self.args.duration)
-            self.add("compile", "torch-compile-inductor", "fp16", b, "ok", f"first call {compile_s:.0f} s",
-                     timing=timing, drift=drift_mm(out, self.ref[b]))
+        b, x = next(iter(self.images.items()))
+        xb = x.half()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = compiled(xb)[1]
+            torch.cuda.synchronize()
+            compile_s = time.perf_counter() - t0
+            timing = time_gpu(lambda xb=xb: compiled(xb), stream, duration=self.args.duration)
+        self.add("torch_compile", "fp16", b, "ok", f"inductor; first call {compile_s:.0f} s", timing=timing,
+                 drift=drift_mm(out, self.ref[b]), cuda_graphs=False)
 
-    def _onnx(self, precision: str) -> Path | None:
+    def _onnx(self, precision: str, target: str | None = None) -> Path | None:
         from simplehand_deploy.export import artifact_name
 
-        path = Path(self.args.engines_dir) / artifact_name(self.info.config, self.info.short, precision)
+        path = Path(self.args.engines_dir) / artifact_name(self.info.config, self.info.short, precision,
+                                                           target)
         return path if path.is_file() else None
 
     def ensure_fp32_onnx(self) -> Path:
@@ -219,8 +266,8 @@ class Check:
         for precision in ("fp32", "fp16"):
             path = self.ensure_fp32_onnx() if precision == "fp32" else self._onnx(precision)
             if path is None:
-                self.add("ort", "onnxruntime-cuda", precision, None, "skipped",
-                         f"no {precision} ONNX in {self.args.engines_dir} (run `make engine`)")
+                self.add("onnxruntime", precision, None,
+                         f"skipped: no {precision} ONNX in {self.args.engines_dir} (run `make engine`)")
                 continue
             sess = ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
             if sess.get_providers()[0] != "CUDAExecutionProvider":
@@ -230,8 +277,8 @@ class Check:
                 feed = {"image": x.cpu().numpy().astype(in_type)}
                 out = sess.run(["vertices"], feed)[0]
                 timing = time_host(lambda s=sess, f=feed: s.run(None, f), duration=self.args.duration)
-                self.add("ort", "onnxruntime-cuda", precision, b, "ok", "host time, includes copies",
-                         timing=timing, drift=drift_mm(out, self.ref[b]))
+                self.add("onnxruntime", precision, b, "ok", "host time, includes copies", timing=timing,
+                         drift=drift_mm(out, self.ref[b]), scope="host", artifact=str(path))
 
     def trt(self) -> None:
         from simplehand_deploy._deps import tensorrt_or_none
@@ -242,79 +289,148 @@ class Check:
         from simplehand_deploy.trt.build import build_engine, trt_major
         from simplehand_deploy.trt.runtime import TrtEngine
 
+        version = str(trt.__version__)
         fp32 = self.ensure_fp32_onnx()
         hi = max(max(self.args.batches), 8)
-        for precision in ("fp32", "fp16", "int8"):
-            src = fp32 if precision == "fp32" or (precision == "fp16" and trt_major(trt) < 10) else self._onnx(
-                precision)
+        target = int8_target(version)
+        sources = {"fp32": fp32, "fp16": fp32 if trt_major(trt) < 10 else self._onnx("fp16"),
+                   "int8": self._onnx("int8", target)}
+        for precision, src in sources.items():
             if src is None:
-                self.add("trt", "tensorrt", precision, None, "skipped",
-                         f"no {precision} ONNX in {self.args.engines_dir} (run `make engine` first)")
+                want = f"int8-{target}" if precision == "int8" else precision
+                self.add("tensorrt", precision, None,
+                         f"skipped: no {want} ONNX in {self.args.engines_dir} (run `make engine` first)")
                 continue
             try:
                 art = build_engine(src, precision=precision, profile=(1, min(8, hi), hi),
                                    out_dir=self.args.engines_dir)
             except Exception as exc:
-                self.add("trt", "tensorrt", precision, None, "failed", f"build: {type(exc).__name__}: {exc}"[:300])
+                self.add("tensorrt", precision, None, f"error: build: {type(exc).__name__}: {exc}"[:300])
                 continue
+            recorded = {"precision_mix": art.precision_mix, "precision_verified": art.precision_verified,
+                        "artifact": str(art.plan)}
             for graphs in (True, False):
                 engine = TrtEngine(art.plan, cuda_graphs=graphs, buffers="torch")
-                mix = art.precision_mix
                 try:
                     for b, x in self.images.items():
                         out = engine.infer(x)["vertices"]
                         engine.prepare(b)
                         timing = time_gpu(lambda e=engine, b=b: e.enqueue(b), engine.stream, new_event=engine.event,
                                           duration=self.args.duration)
-                        used = b in engine._graphs
-                        self.add("trt", "tensorrt-graphs" if used else "tensorrt", precision, b, "ok",
-                                 f"TRT {trt.__version__}, ran {mix or '?'}, engine memory "
-                                 f"{engine.engine_device_memory_mb or 0:.0f} MB, "
+                        self.add("tensorrt", precision, b, "ok",
+                                 f"TRT {version}, engine memory {engine.engine_device_memory_mb or 0:.0f} MB, "
                                  f"{'cached' if art.cached else f'built {art.seconds:.0f} s'}",
-                                 timing=timing, drift=drift_mm(out, self.ref[b]))
+                                 timing=timing, drift=drift_mm(out, self.ref[b]), cuda_graphs=b in engine._graphs,
+                                 engine_device_memory_mb=engine.engine_device_memory_mb, **recorded)
                 finally:
                     engine.close()
 
 
 class SkipSection(Exception):
-    """A section cannot run here; the message says why (it becomes a `skipped` row)."""
+    """A section cannot run here; the message says why (it becomes a `skipped: ...` row)."""
 
 
-def write(rows: list[dict[str, Any]], env: dict[str, Any], out_root: Path) -> Path:
-    import csv
+def run_folder(out_root: Path, env: dict[str, Any]) -> Path:
+    return out_root / f"{env.get('run_id') or time.strftime('%Y%m%d-%H%M%S')}-gpu-check"
 
-    folder = out_root / f"{env.get('run_id', time.strftime('%Y%m%d-%H%M%S'))}-gpu-check"
+
+def write(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) -> Path:
+    """The results folder as the harness writes it (`bench.results.write_results`: parquet, csv, json, md,
+    env.json) where polars is installed; else csv, json, md and env.json with the same column names."""
     folder.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0]) if rows else []
-    with open(folder / "gpu_check.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    (folder / "gpu_check.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1, default=str))
-
-    def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)
-
-    show = ["section", "backend", "precision", "batch", "status", "latency_p50_ms", "latency_p99_ms",
-            "images_per_s", "vertex_drift_mean_mm", "note"]
-    lines = [f"# gpu_check: {env.get('device_name', '?')} ({env.get('timestamp', '')})", "",
-             f"torch {env.get('torch_version', '')}, CUDA {env.get('cuda_version', '')}, driver "
-             f"{env.get('driver_version', '')}, TensorRT {env.get('tensorrt_version') or 'absent'}, "
-             f"onnxruntime {env.get('onnxruntime_version') or 'absent'}; weights {env.get('weights', '')}", "",
-             "| " + " | ".join(show) + " |", "|" + "---|" * len(show)]
-    lines += ["| " + " | ".join(fmt(r.get(c)).replace("|", "/") for c in show) + " |" for r in rows]
-    (folder / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    try:
+        from simplehand_deploy.bench.results import conform, write_results
+    except ImportError:  # a bare GPU image: no polars
+        _write_plain(rows, env, folder)
+        return folder
+    write_results(conform(rows), folder, env=env)
     return folder
 
 
+def _write_plain(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) -> None:
+    """The harness's files without polars: same names, columns in first-seen order, each file atomically."""
+    import csv
+    import io
+
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+
+    def atomic(name: str, text: str) -> None:
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, folder / name)
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic("results.csv", buf.getvalue())
+    atomic("results.json", json.dumps(rows, indent=1, default=str) + "\n")
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v).replace("|", "\\|")
+
+    shown = [c for c in SHOWN if c in cols]
+    lines = [f"# simplehand-bench results: {env.get('device_name', '')}", "",
+             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
+    atomic("results.md", "\n".join(lines) + "\n")
+    atomic("env.json", json.dumps(env, indent=2, default=str) + "\n")
+
+
+def run(check: Rows, env: dict[str, Any], folder: Path, *, deadline_s: float = DEFAULT_DEADLINE_S,
+        budget_s: float = DEFAULT_BUDGET_S, started: float | None = None) -> bool:
+    """Run the selected sections in SECTIONS order, writing the folder after each one. A section that would
+    start after `deadline_s` (seconds from `started`) becomes one skipped row; the compile, whose time is
+    unbounded, runs in a worker thread and is abandoned (a skipped row) if it is still running at `budget_s`.
+    Returns True when a worker was abandoned (the caller must then leave with os._exit)."""
+    started = time.monotonic() if started is None else started
+    sections = check.sections()
+    abandoned = False
+    for name in SECTIONS:
+        if name not in check.args.sections:
+            continue
+        elapsed = time.monotonic() - started
+        graphs = name == "graphs" or None
+        if elapsed > deadline_s:
+            check.add(RUNNER[name], "", None, f"skipped: time budget ({elapsed:.0f} s > --deadline-s {deadline_s:.0f})",
+                      cuda_graphs=graphs)
+        elif name == "compile":
+            rows = len(check.rows)
+            if not _bounded(lambda n=name: check.section(n, sections[n]), budget_s - elapsed):
+                abandoned = True
+                del check.rows[rows:]  # nothing half-written from the abandoned worker
+                check.add(RUNNER[name], "", None, f"skipped: time budget (still compiling at --budget-s "
+                          f"{budget_s:.0f})")
+        else:
+            check.section(name, sections[name])
+        write(check.rows, env, folder)
+    return abandoned
+
+
+def _bounded(fn: Callable[[], None], seconds: float) -> bool:
+    """Run `fn` in a daemon thread for at most `seconds`; False when it is still running then."""
+    import threading
+
+    worker = threading.Thread(target=fn, daemon=True)
+    worker.start()
+    worker.join(max(seconds, 0.0))
+    return not worker.is_alive()
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--config", default="fastvit_ma36")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--batches", default="1,8,32,64")
     p.add_argument("--duration", type=float, default=2.0, help="minimum timed seconds per cell")
-    p.add_argument("--sections", default=",".join(SECTIONS))
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma list, run in the order "
+                   + ",".join(SECTIONS))
+    p.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
+                   help="no section starts after this many seconds (it becomes a skipped row)")
+    p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                   help="the whole run: a torch.compile still running then is abandoned (a skipped row)")
     p.add_argument("--engines-dir", default=str(ROOT / "engines"))
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failed sections")
@@ -344,16 +460,16 @@ def main(argv: list[str] | None = None) -> int:
     env = fingerprint()
     check = Check(args)
     env.update({"config": check.info.config, "weights": check.info.short, "weights_kind": check.info.kind})
+    check.common.update({k: v for k, v in env.items() if k not in ("weights_kind",)})
     if not args.quiet:
         print(f"gpu_check on {env['device_name']}: {check.info.config}, weights {check.info.short} "
               f"({check.info.kind}), batches {args.batches}", flush=True)
-    check.section("eager", check.eager)
-    check.section("graphs", lambda: check.eager(graphs=True))
-    check.section("compile", check.compiled)
-    check.section("ort", check.ort)
-    check.section("trt", check.trt)
-    folder = write(check.rows, env, args.out)
-    print(f"gpu_check: {len(check.rows)} rows -> {folder}/gpu_check.{{csv,json,md}}")
+    folder = run_folder(args.out, env)
+    abandoned = run(check, env, folder, deadline_s=args.deadline_s, budget_s=args.budget_s, started=started)
+    print(f"gpu_check: {len(check.rows)} rows -> {folder}/results.{{csv,json,md}}", flush=True)
+    if abandoned:  # a compile thread is still inside torch: do not wait for it at interpreter exit
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

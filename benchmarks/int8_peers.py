@@ -41,11 +41,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RECIPE = {"train": "simplehand-deploy train --config tiny --synthetic --steps 300 --seed 1 --rotation 0",
-          "calib": "simplehand-deploy calib-set --synthetic --num 32 --seed 1",
-          "held_out": "simplehand-deploy calib-set --synthetic --num 64 --seed 777"}
+from simplehand_deploy.testing import INT8_RECIPE  # noqa: E402  (after the sys.path line)
+
+RECIPE = INT8_RECIPE
 # Ours for the goal: the default placement, `all`, and `all` with `int8 --scale-search` (minmax and entropy).
 OURS_GOAL = ("ours dense", "ours all", "ours all scale-search", "ours all entropy scale-search")
+QAT_PLACEMENTS = ("all", "dense", "matched")
+# The QAT goal: a QAT artifact with an INT8 MAC share >= the highest ModelOpt share - 1.5 points and <= half the
+# best ModelOpt drift, and QAT `dense` <= 1 mm.
+QAT_SHARE_SLACK = 0.015
+QAT_DENSE_MM = 1.0
+BOOTSTRAP = 2000
 
 
 def _ensure_modelopt() -> str:
@@ -59,19 +65,6 @@ def _ensure_modelopt() -> str:
         if not ok:
             raise SystemExit(f"error: ModelOpt venv still unusable after `make modelopt`: {where}")
     return where
-
-
-def _train(work: Path, steps: int) -> Path:
-    from simplehand_deploy.cli import _run, deploy
-
-    ckpt = work / "train" / "last.pt"
-    if ckpt.is_file():
-        return ckpt
-    code = _run(deploy, ["train", "--config", "tiny", "--synthetic", "--steps", str(steps), "--seed", "1",
-                         "--rotation", "0", "--out", str(work / "train"), "--quiet"])
-    if code != 0:
-        raise SystemExit(f"error: training failed (exit {code})")
-    return ckpt
 
 
 def _remainder(path: Path) -> str:
@@ -98,8 +91,9 @@ def _cpu_ms(path: Path, image: Any, threads: int, duration: float) -> float:
         "latency_p50_ms"]
 
 
-def _variants(method: str, max_drift_mm: float) -> list[dict[str, Any]]:
+def _variants(method: str, max_drift_mm: float, qat: bool = True, modelopt: bool = True) -> list[dict[str, Any]]:
     ours = [("ours dense", {"placement": "dense"}), ("ours all", {"placement": "all"}),
+            ("ours matched", {"placement": "matched"}),
             ("ours all+repair", {"placement": "all", "max_drift_mm": max_drift_mm}),
             ("ours all scale-search", {"placement": "all", "scale_search": True})]
     rows = [{"variant": n, "quantizer": "ort", "method": method, **kw} for n, kw in ours]
@@ -113,6 +107,11 @@ def _variants(method: str, max_drift_mm: float) -> list[dict[str, Any]]:
     rows.append({"variant": "ours all+upsample, attention float, scale-search", "quantizer": "ort",
                  "method": "entropy", "placement": "all", "scale_search": True, "int8_upsample": True,
                  "exclude_attention": True, "diagnostic": True})
+    if qat:  # one fine-tune per placement exports both targets (`simplehand-deploy qat`)
+        rows += [{"variant": f"qat {p} {t}", "quantizer": "qat", "method": "minmax", "placement": p, "target": t}
+                 for p in QAT_PLACEMENTS for t in ("trt10", "trt8")]
+    if not modelopt:
+        return rows
     for m, mo_name in (("minmax", "max"), ("entropy", "entropy")):
         for high in ("fp32", "fp16"):
             rows.append({"variant": f"modelopt {mo_name} {high}", "quantizer": "modelopt", "method": m,
@@ -125,26 +124,56 @@ def _variants(method: str, max_drift_mm: float) -> list[dict[str, Any]]:
 
 
 def _dense_exclusions(fp32: Path) -> list[str]:
-    """The weighted nodes our `dense` placement keeps float (grid path, vertex head, token regressor, depthwise)."""
+    """The weighted nodes our `dense` placement keeps float (`precision.qdq.float_nodes`, the one definition)."""
     from simplehand_deploy.export import load_onnx
-    from simplehand_deploy.precision.graph import INT8_OPS, sensitive_nodes
+    from simplehand_deploy.precision.graph import INT8_OPS
+    from simplehand_deploy.precision.qdq import float_nodes
 
     g = load_onnx(fp32).graph
-    marks = sensitive_nodes(g)
-    keep = marks["grid_path"] | marks["vertex_head"] | marks["token_regressor"] | marks["depthwise"]
-    return sorted(keep & {n.name for n in g.node if n.op_type in INT8_OPS})
+    return sorted(float_nodes(g, "dense") & {n.name for n in g.node if n.op_type in INT8_OPS})
 
 
 def _attention_matmuls(fp32: Path) -> list[str]:
     """The token regressor's MatMuls that multiply two activations (attention scores and attention x values)."""
     from simplehand_deploy.export import load_onnx
-    from simplehand_deploy.precision.graph import sensitive_nodes
+    from simplehand_deploy.precision.graph import activation_matmuls, sensitive_nodes
 
     g = load_onnx(fp32).graph
-    marks = sensitive_nodes(g)
-    inits = {t.name for t in g.initializer}
-    return sorted(n.name for n in g.node if n.op_type == "MatMul" and n.name in marks["token_regressor"]
-                  and not any(i in inits for i in n.input))
+    return sorted(activation_matmuls(g, sensitive_nodes(g)["token_regressor"]))
+
+
+def _qat_paths(work: Path, tag: str, placement: str) -> dict[str, Path]:
+    out = work / f"{tag}-qat-{placement}.onnx"
+    return {"trt10": out, "trt8": out.with_suffix(".trt8.onnx")}
+
+
+def _qat(v: dict[str, Any], qat: dict[str, Any], calib: Path, work: Path, tag: str) -> float | None:
+    """Fine-tune once per placement (both targets); None when both artifacts are already there from this run or a
+    reusable earlier one (same teacher, data and recipe)."""
+    from simplehand_deploy.artifact import OnnxArtifact
+    from simplehand_deploy.fileio import sha256_file
+    from simplehand_deploy.precision.qat import QatConfig, run_qat
+
+    paths = _qat_paths(work, tag, v["placement"])
+    teacher = sha256_file(qat["checkpoint"])
+
+    def fresh(p: Path) -> bool:
+        art = OnnxArtifact.read_or_none(p) if p.is_file() else None
+        rec = (art.int8.extra or {}).get("qat") if art is not None and art.int8 is not None else None
+        return bool(rec) and rec["teacher_sha256"] == teacher and rec["steps"] == qat["steps"] and (
+            art.onnx_sha256 == sha256_file(p)) and rec["lr"] == qat["lr"] and (
+            p in qat["made"] or qat["reuse"])
+
+    if all(fresh(p) for p in paths.values()):
+        return None
+    t0 = time.perf_counter()
+    result = run_qat(QatConfig(checkpoint=qat["checkpoint"], config="tiny", calib=calib, data=qat["data"],
+                               out=paths["trt10"], placement=v["placement"], steps=qat["steps"], lr=qat["lr"],
+                               progress=False),
+                     on_eval=lambda h: print(f"  qat {v['placement']}: {h}", file=sys.stderr, flush=True))
+    print("  " + " | ".join(result.lines()), file=sys.stderr)
+    qat["made"] |= set(paths.values())
+    return time.perf_counter() - t0
 
 
 def _quantise(v: dict[str, Any], fp32: Path, calib: Path, out: Path) -> float:
@@ -187,8 +216,30 @@ def _measure(paths: dict[str, Path], held_out: Path, model: Any) -> tuple[dict[s
     return rows, {name: per_vertex[str(p)] for name, p in paths.items()}
 
 
+def bootstrap_ci(per_crop: Any, n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean over the held-out crops (percentile method, resampling crops)."""
+    import numpy as np
+
+    x = np.asarray(per_crop, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n, len(x)))
+    means = x[idx].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _per_crop_drift(paths: dict[str, Path], held_out: Path, model: Any) -> dict[str, Any]:
+    """Mean vertex drift (mm) of each crop, per graph, against PyTorch FP32 eager (what the interval resamples)."""
+    from simplehand_deploy.calibration import load_calibration_set
+    from simplehand_deploy.drift import eager_reference, vertex_drift_mm
+    from simplehand_deploy.ort import make_session, run
+
+    images = load_calibration_set(held_out).images
+    ref = eager_reference(model, images)
+    return {name: vertex_drift_mm(ref, run(make_session(p), images)).mean(axis=1) for name, p in paths.items()}
+
+
 def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path, held_out: Path,
-                   common: dict[str, Any], tag: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                   common: dict[str, Any], tag: str, qat: dict[str, Any] | None = None
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import numpy as np
 
     from simplehand_deploy.artifact import OnnxArtifact
@@ -198,10 +249,16 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
     paths: dict[str, Path] = {"fp32": fp32}
     info: dict[str, dict[str, Any]] = {"fp32": {"variant": "fp32", "quantizer": "", "method": ""}}
     failed = []
-    for v in _variants(args.method, args.max_drift_mm):
+    for v in _variants(args.method, args.max_drift_mm, qat=args.qat_steps > 0 and qat is not None,
+                       modelopt=args.modelopt_from is None):
         out = args.work / f"{tag}-{slug(v['variant'])}.onnx"
         try:
-            secs = None if args.reuse and _reusable(out, fp32, calib) else _quantise(v, fp32, calib, out)
+            if v["quantizer"] == "qat":
+                assert qat is not None
+                out = _qat_paths(args.work, tag, v["placement"])[v["target"]]
+                secs = _qat(v, qat, calib, args.work, tag)
+            else:
+                secs = None if args.reuse and _reusable(out, fp32, calib) else _quantise(v, fp32, calib, out)
         except Exception as exc:  # a repair that misses its budget, a ModelOpt crash: a row saying so
             print(f"  {v['variant']} failed: {exc}", file=sys.stderr)
             failed.append({**common, "runner": "onnxruntime", "precision": "int8", "measurement": "peers",
@@ -215,11 +272,13 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
                               "versions": recipe.versions if recipe else None}
         print(f"  quantised {v['variant']} ({'reused' if secs is None else f'{secs:.0f} s'})", file=sys.stderr)
     drift, per_vertex = _measure(paths, held_out, model)
+    per_crop = _per_crop_drift(paths, held_out, model)
     image = np.load(held_out / "images.npy")[:1]
     rows = []
     for name, path in paths.items():
         d = drift[name]
         meta = info[name]
+        lo, hi = bootstrap_ci(per_crop[name])
         rows.append({**common, "runner": "onnxruntime", "precision": d["precision"], "measurement": "peers",
                      "status": "ok", "artifact": str(path), "variant": name, "quantizer": meta["quantizer"],
                      "method": meta["method"], "placement": meta.get("placement"),
@@ -228,6 +287,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
                      "int8_mac_share": int8_mac_share(path) or 0.0, "qdq_nodes": qdq_count(path),
                      "cpu_fake_quant_ms": _cpu_ms(path, image, args.threads, args.duration),
                      "quantize_s": meta.get("quantize_s"), "calib_num": args.calib_num,
+                     "vertex_drift_mean_ci95_lo_mm": lo, "vertex_drift_mean_ci95_hi_mm": hi,
                      **{k: d.get(k) for k in d if k.startswith(("vertex_drift", "uv_drift", "pa_mp", "num_samples",
                                                                "joint_drift", "eager_pa", "f5", "f15"))}})
     return rows + failed, per_vertex
@@ -277,8 +337,20 @@ def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "drift_ok": r["vertex_drift_mean_mm"] <= 0.5 * best["vertex_drift_mean_mm"],
                 "share_ok": r["int8_mac_share"] >= top_share - 0.01}
     met = any(c["drift_ok"] and c["share_ok"] for c in checks.values())
+    qat = {}
+    for r in rows:
+        if r["quantizer"] == "qat":
+            qat[r["variant"]] = {
+                "vertex_drift_mean_mm": r["vertex_drift_mean_mm"], "int8_mac_share": r["int8_mac_share"],
+                "drift_ratio_to_best_modelopt": r["vertex_drift_mean_mm"] / best["vertex_drift_mean_mm"],
+                "drift_ok": r["vertex_drift_mean_mm"] <= 0.5 * best["vertex_drift_mean_mm"],
+                "share_ok": r["int8_mac_share"] >= top_share - QAT_SHARE_SLACK}
+    dense = [c["vertex_drift_mean_mm"] for n, c in qat.items() if n.startswith("qat dense")]
+    qat_met = (any(c["drift_ok"] and c["share_ok"] for c in qat.values()) and bool(dense)
+               and max(dense) <= QAT_DENSE_MM)
     return {"met": met, "best_modelopt": best["variant"], "best_modelopt_drift_mm": best["vertex_drift_mean_mm"],
-            "highest_modelopt_share": top_share, "ours": checks}
+            "highest_modelopt_share": top_share, "ours": checks, "qat": qat, "qat_met": qat_met,
+            "qat_dense_max_mm": max(dense) if dense else None}
 
 
 def table_md(rows: list[dict[str, Any]]) -> str:
@@ -286,13 +358,18 @@ def table_md(rows: list[dict[str, Any]]) -> str:
 
     def cells(r: dict[str, Any]) -> tuple[Any, ...]:
         if r["status"] != "ok":
-            return (r["variant"], r["status"], *[""] * 7)
-        return (r["variant"], r["remainder_dtype"], f"{100 * r['int8_mac_share']:.1f}%", r["qdq_nodes"],
-                f"{r['vertex_drift_mean_mm']:.3f}", f"{r['vertex_drift_p99_mm']:.3f}", f"{r['uv_drift_mean_px']:.3f}",
-                f"{r['pa_mpvpe_mm']:.2f}", f"{r['cpu_fake_quant_ms']:.2f}")
+            return (r["variant"], r["status"], *[""] * 8)
+        lo, hi = r.get("vertex_drift_mean_ci95_lo_mm"), r.get("vertex_drift_mean_ci95_hi_mm")
+        ci = f"{lo:.2f}–{hi:.2f}" if lo is not None and hi is not None else "–"
+        cpu = r.get("cpu_fake_quant_ms")
+        return (r["variant"] + (" (reused)" if r.get("reused_from") else ""), r["remainder_dtype"],
+                f"{100 * r['int8_mac_share']:.1f}%", r["qdq_nodes"], f"{r['vertex_drift_mean_mm']:.3f}", ci,
+                f"{r['vertex_drift_p99_mm']:.3f}", f"{r['uv_drift_mean_px']:.3f}", f"{r['pa_mpvpe_mm']:.2f}",
+                "–" if cpu is None else f"{cpu:.2f}")
 
     return markdown_rows(("variant", "remainder", "INT8 MAC share", "Q/DQ nodes", "held-out drift mean (mm)",
-                          "p99 (mm)", "uv (px)", "PA-MPVPE (mm)", "fake-quant CPU p50 (ms)"), map(cells, rows))
+                          "95% CI (mm)", "p99 (mm)", "uv (px)", "PA-MPVPE (mm)", "fake-quant CPU p50 (ms)"),
+                         map(cells, rows))
 
 
 def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
@@ -302,13 +379,14 @@ def plot_frontier(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for who, marker, color in (("ort", "o", "tab:blue"), ("modelopt", "s", "tab:orange")):
+    for who, marker, color in (("ort", "o", "tab:blue"), ("modelopt", "s", "tab:orange"), ("qat", "^", "tab:green")):
         pts = [r for r in rows if r["quantizer"] == who]
         for diag in (False, True):
             sel = [r for r in pts if bool(r.get("diagnostic")) == diag]
             if not sel:
                 continue
-            label = "ours (--quantizer ort)" if who == "ort" else "ModelOpt 0.47 ONNX PTQ"
+            label = {"ort": "ours PTQ (--quantizer ort)", "modelopt": "ModelOpt 0.47 ONNX PTQ",
+                     "qat": "ours QAT (simplehand-deploy qat)"}[who]
             ax.scatter([100 * r["int8_mac_share"] for r in sel], [r["vertex_drift_mean_mm"] for r in sel],
                        marker=marker, s=55, color="none" if diag else color, edgecolors=color,
                        label=(f"{label}, our dense exclusions (diagnostic)" if who == "modelopt" else
@@ -384,6 +462,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiny weights to use instead of training the recipe's (recorded in preset.json)")
     ap.add_argument("--fastvit-checkpoint", type=Path, default=None,
                     help="also run the main table on fastvit_ma36 with these weights")
+    ap.add_argument("--qat-steps", type=int, default=600, help="QAT fine-tuning steps per placement (0: no QAT rows)")
+    ap.add_argument("--qat-lr", type=float, default=1e-4, help="QAT weight learning rate")
+    ap.add_argument("--qat-data-num", type=int, default=2048, help="QAT fine-tuning crops (seed 5)")
+    ap.add_argument("--modelopt-from", type=Path, default=None,
+                    help="a committed int8-peers results folder: take the ModelOpt rows from it instead of running "
+                         "ModelOpt (no .venv-modelopt needed); refused unless its FP32 weights are these")
     args = ap.parse_args(argv)
     args.calib_nums = [int(x) for x in args.calib_nums.split(",") if x.strip()]
     import torch
@@ -396,12 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.drift import HandRegions
     from simplehand_deploy.env import fingerprint, slug
     from simplehand_deploy.export import export_onnx
+    from simplehand_deploy.testing import int8_recipe_checkpoint
 
-    venv = _ensure_modelopt()
+    venv = _ensure_modelopt() if args.modelopt_from is None else f"not used: ModelOpt rows from {args.modelopt_from}"
     args.work.mkdir(parents=True, exist_ok=True)
     env = fingerprint()
     t_start = time.time()
-    ckpt = args.checkpoint or _train(args.work, args.steps)
+    ckpt = args.checkpoint or int8_recipe_checkpoint(args.work, args.steps)
+    qat_data = ensure_calibration_set(args.work / f"qat-data-{args.qat_data_num}", synthetic=True,
+                                      num=args.qat_data_num, seed=5, progress=False) if args.qat_steps > 0 else None
     calib = ensure_calibration_set(args.work / f"calib-{args.calib_num}", synthetic=True, num=args.calib_num, seed=1,
                                    progress=False)
     held_out = ensure_calibration_set(args.work / "held-out", synthetic=True, num=args.held_out_num, seed=777,
@@ -423,7 +510,11 @@ def main(argv: list[str] | None = None) -> int:
         model, _ = load_checkpoint(weights, config, fused=True)  # the reference: fused eager FP32
         common = {"config": info.config, "weights": info.short, "cpu_threads": args.threads, **env}
         print(f"{config}: main table", file=sys.stderr)
-        rows, per_vertex = run_main_table(args, model, fp32, calib, held_out, common, config)
+        qat = ({"checkpoint": weights, "data": qat_data, "steps": args.qat_steps, "lr": args.qat_lr, "made": set(),
+                "reuse": args.reuse} if config == "tiny" and qat_data is not None else None)
+        rows, per_vertex = run_main_table(args, model, fp32, calib, held_out, common, config, qat)
+        if args.modelopt_from is not None:
+            rows += reused_modelopt_rows(args.modelopt_from, config, info.short)
         all_rows += rows
         quantised = [r for r in rows if r["quantizer"] and r["status"] == "ok"]
         v = verdict(quantised)
@@ -433,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         plot_frontier(quantised, folder / f"drift_vs_mac_share{'' if config == 'tiny' else '_' + config}.png", title)
         if hand is not None:
             for name in ("ours dense", "ours all", v["best_modelopt"]):
+                if name not in per_vertex:  # a reused row: its per-vertex drift lives in its own folder
+                    continue
                 plot_drift_map(hand.mean_vertices, per_vertex[name],
                                folder / f"drift_map_{config}_{slug(name)}.png",
                                f"{config}: {name}, held-out mean vertex drift vs FP32 eager", hand.regions)
@@ -444,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"\nGoal (ours default or `all` <= half the best ModelOpt drift, share >= highest ModelOpt share "
                   f"- 1 pt): **{'met' if v['met'] else 'NOT met'}** (best ModelOpt: {v['best_modelopt']}, "
                   f"{v['best_modelopt_drift_mm']:.3f} mm; highest ModelOpt share "
-                  f"{100 * v['highest_modelopt_share']:.1f}%)\n")
+                  f"{100 * v['highest_modelopt_share']:.1f}%)\n" + qat_goal_md(v))
         if config == "tiny" and not args.no_sweep:
             print("tiny: calibration-size sweep", file=sys.stderr)
             sweep = run_sweep(args, model, fp32, held_out, common)
@@ -461,10 +554,36 @@ def main(argv: list[str] | None = None) -> int:
     (folder / "preset.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print("\n".join(md))
     print(f"results: {folder}")
-    met = all(v["met"] for v in report["models"].values())
+    met = all(v["met"] or v.get("qat_met") for v in report["models"].values())
     if not met:
         print("goal NOT met (see preset.json)", file=sys.stderr)
     return 0 if met else 1
+
+
+def qat_goal_md(v: dict[str, Any]) -> str:
+    if not v.get("qat"):
+        return ""
+    return (f"\nQAT goal (a QAT artifact with share >= highest ModelOpt share - {100 * QAT_SHARE_SLACK:.1f} pt and "
+            f"<= half the best ModelOpt drift, and QAT `dense` <= {QAT_DENSE_MM} mm): "
+            f"**{'met' if v['qat_met'] else 'NOT met'}** (half the best ModelOpt: "
+            f"{0.5 * v['best_modelopt_drift_mm']:.3f} mm; QAT dense: {v['qat_dense_max_mm']:.3f} mm)\n")
+
+
+def reused_modelopt_rows(folder: Path, config: str, weights: str) -> list[dict[str, Any]]:
+    """The ModelOpt rows of a committed int8-peers results folder, measured on the same FP32 weights (short sha)
+    and held-out crops; refused when the weights differ (drift against other weights means nothing here)."""
+    from simplehand_deploy.bench.results import read_results
+
+    df = read_results(folder)
+    rows = [r for r in df.to_dicts() if r.get("measurement") == "peers" and r.get("quantizer") == "modelopt"
+            and r.get("config") == config and r.get("status") == "ok"]
+    if not rows:
+        raise SystemExit(f"error: --modelopt-from {folder}: no ModelOpt rows for {config}")
+    other = {r["weights"] for r in rows} - {weights}
+    if other:
+        raise SystemExit(f"error: --modelopt-from {folder}: its rows were measured on weights {sorted(other)}, not "
+                         f"{weights}; run ModelOpt here (make modelopt) or train the recipe's checkpoint")
+    return [{**r, "reused_from": str(folder)} for r in rows]
 
 
 def sweep_md(rows: list[dict[str, Any]]) -> str:

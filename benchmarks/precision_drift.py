@@ -30,23 +30,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RECIPE = {"train": "simplehand-deploy train --config tiny --synthetic --steps 300 --seed 1 --rotation 0",
-          "calib": "simplehand-deploy calib-set --synthetic --num 32 --seed 1",
-          "held_out": "simplehand-deploy calib-set --synthetic --num 64 --seed 777"}
+from simplehand_deploy.testing import INT8_RECIPE  # noqa: E402  (after the sys.path line)
+
+RECIPE = {k: INT8_RECIPE[k] for k in ("train", "calib", "held_out")}
 COLUMNS = ("variant", "precision", "int8_target", "placement", "method", "int8_mac_share", "qdq_nodes",
            "vertex_drift_mean_mm", "vertex_drift_p99_mm", "uv_drift_mean_px", "pa_mpvpe_mm", "repair_met")
-
-
-def _train(work: Path, steps: int) -> Path:
-    from simplehand_deploy.cli import _run, deploy
-
-    ckpt = work / "train" / "last.pt"
-    if not ckpt.is_file():
-        code = _run(deploy, ["train", "--config", "tiny", "--synthetic", "--steps", str(steps), "--seed", "1",
-                             "--rotation", "0", "--out", str(work / "train"), "--quiet"])
-        if code != 0:
-            raise SystemExit(f"error: training failed (exit {code})")
-    return ckpt
 
 
 def variants(methods: list[str], max_drift_mm: float) -> list[dict[str, Any]]:
@@ -94,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.precision import convert_fp16, int8_mac_share, quantize_int8
     from simplehand_deploy.precision.macs import qdq_count
+    from simplehand_deploy.testing import int8_recipe_checkpoint
 
     t0 = time.time()
     w = args.work
     w.mkdir(parents=True, exist_ok=True)
     env = fingerprint()
-    ckpt = args.checkpoint or _train(w, args.steps)
+    ckpt = args.checkpoint or int8_recipe_checkpoint(w, args.steps)
     calib = ensure_calibration_set(w / "calib", synthetic=True, num=32, seed=1, progress=False)
     held_out = ensure_calibration_set(w / "heldout", synthetic=True, num=64, seed=777, progress=False)
     model, info = load_checkpoint(ckpt)

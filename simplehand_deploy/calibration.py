@@ -64,12 +64,27 @@ def _settings(source: str, split: str, num: int, seed: int, scale_enlarge: float
             "crop": {"scale_enlarge": scale_enlarge, "size": IMAGE_SIZE, "rotation": 0.0}}
 
 
-def _check_options(freihand: object, synthetic: bool, split: str, scale_enlarge: float) -> None:
-    if (freihand is None) == (not synthetic):
-        raise UsageError("give exactly one source: --freihand DIR or --synthetic")
-    from .data.freihand import SPLITS
+def resolve_split(split: str | None, dexycb: object = None) -> str:
+    """`--split` left out: FreiHAND/synthetic `training`; DexYCB `s0-train` on the full release, else `all`."""
+    if split is not None:
+        return split
+    if dexycb is not None:
+        from .data.dexycb import default_split
 
-    if split not in SPLITS:
+        return default_split(dexycb, "calibration")  # type: ignore[arg-type]
+    return "training"
+
+
+def _check_options(freihand: object, synthetic: bool, split: str | None, scale_enlarge: float,
+                   dexycb: object = None) -> None:
+    if sum((freihand is not None, dexycb is not None, bool(synthetic))) != 1:
+        raise UsageError("give exactly one source: --freihand DIR or --synthetic (or --dexycb DIR)")
+    if dexycb is not None:
+        from .data.dexycb import SPLITS
+    else:
+        from .data.freihand import SPLITS  # type: ignore[assignment]
+
+    if split is not None and split not in SPLITS:
         raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
     if not np.isfinite(scale_enlarge) or scale_enlarge <= 0:
         raise UsageError(f"--scale-enlarge {scale_enlarge}: must be a positive number (1.25 = official evaluation)")
@@ -80,24 +95,49 @@ def build_calibration_set(
     *,
     freihand: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
-    split: str = "training",
+    split: str | None = None,
     num: int = DEFAULT_CALIB_NUM,
     seed: int = 0,
     scale_enlarge: float = 1.25,
     progress: bool = True,
+    dexycb: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Crop `num` samples (stratified, seeded) from FreiHAND or a synthetic set and write them atomically."""
-    _check_options(freihand, synthetic, split, scale_enlarge)
+    """Crop `num` samples (stratified, seeded) from FreiHAND, DexYCB or a synthetic set and write them atomically.
+
+    DexYCB: a stratum's pick that has no hand moves on to the next frame with one (counted in the manifest as
+    `handless_skipped`); left hands are mirrored to right hands before cropping."""
+    _check_options(freihand, synthetic, split, scale_enlarge, dexycb)
+    split = resolve_split(split, dexycb)
     check_out_dir(Path(out), ("manifest.json", *FILES), "a calibration set")
+    if dexycb is not None:
+        from .data.dexycb import DexYCB
+
+        ds = DexYCB(dexycb, split)
+        chosen: list[int] = []
+        handless = 0
+        for i in stratified_indices(len(ds), num, seed):
+            j, passed = ds.next_with_hand(i, set(chosen))
+            chosen.append(j)
+            handless += passed
+        return _build(out, ds, f"dexycb:{Path(dexycb).resolve()}", split, num, seed, scale_enlarge, progress,
+                      indices=chosen, extra={"handless_skipped": handless})
     if synthetic:
         with tempfile.TemporaryDirectory(prefix="simplehand-synth-") as tmp:
             from .data.synthetic import generate
 
             root = generate(Path(tmp) / "freihand", num if split == "training" else 1, seed=seed,
                             eval_num=num if split == "evaluation" else 0, progress=progress)
-            return _build(out, root, f"synthetic:seed={seed}", split, num, seed, scale_enlarge, progress)
-    assert freihand is not None  # _check_options: exactly one source
-    return _build(out, Path(freihand), str(Path(freihand).resolve()), split, num, seed, scale_enlarge, progress)
+            return _build(out, _freihand(root, split), f"synthetic:seed={seed}", split, num, seed, scale_enlarge,
+                          progress)
+    assert freihand is not None
+    return _build(out, _freihand(Path(freihand), split), str(Path(freihand).resolve()), split, num, seed,
+                  scale_enlarge, progress)
+
+
+def _freihand(root: Path, split: str) -> Any:
+    from .data.freihand import FreiHAND
+
+    return FreiHAND(root, split)
 
 
 @dataclass(frozen=True)
@@ -107,32 +147,33 @@ class CalibSetConfig:
     out: Path
     freihand: Path | None = None
     synthetic: bool = False
-    split: str = "training"
+    split: str | None = None  # None: resolve_split (training; DexYCB s0-train on the full release, else all)
     num: int = DEFAULT_CALIB_NUM
     seed: int = 0
     scale_enlarge: float = 1.25
     progress: bool = True
+    dexycb: Path | None = None
 
     @classmethod
     def from_cli(cls, *, quiet: bool = False, **options: Any) -> CalibSetConfig:
         """Options left at None take the defaults above; the source, split and box enlargement are checked here."""
         cfg = cls(progress=not quiet, **{k: v for k, v in options.items() if v is not None})
-        _check_options(cfg.freihand, cfg.synthetic, cfg.split, cfg.scale_enlarge)
+        _check_options(cfg.freihand, cfg.synthetic, cfg.split, cfg.scale_enlarge, cfg.dexycb)
         return cfg
 
 
 def run_calib_set(cfg: CalibSetConfig) -> Path:
     """Build the set `cfg` describes; the folder written."""
     return build_calibration_set(cfg.out, freihand=cfg.freihand, synthetic=cfg.synthetic, split=cfg.split,
-                                 num=cfg.num, seed=cfg.seed, scale_enlarge=cfg.scale_enlarge, progress=cfg.progress)
+                                 num=cfg.num, seed=cfg.seed, scale_enlarge=cfg.scale_enlarge, progress=cfg.progress,
+                                 dexycb=cfg.dexycb)
 
 
-def _build(out, root: Path, source: str, split: str, num: int, seed: int, scale: float, progress: bool) -> Path:
+def _build(out, ds: Any, source: str, split: str, num: int, seed: int, scale: float, progress: bool, *,
+           indices: list[int] | None = None, extra: dict[str, Any] | None = None) -> Path:
     from .data.crop import crop_sample
-    from .data.freihand import FreiHAND
 
-    ds = FreiHAND(root, split)
-    indices = stratified_indices(len(ds), num, seed)
+    indices = indices if indices is not None else stratified_indices(len(ds), num, seed)
     images = np.zeros((num, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     labels: dict[str, list[np.ndarray]] = {"uv": [], "xyz": [], "vertices": []}
     for row, i in enumerate(track(indices, "cropping", progress)):
@@ -150,6 +191,7 @@ def _build(out, root: Path, source: str, split: str, num: int, seed: int, scale:
             "version": __version__,
             **_settings(source, split, num, seed, scale),
             "indices": indices,
+            **(extra or {}),
             "labels": sorted(arrays),
             "files": {name: sha256_file(tmp / name) for name in FILES},
             "created": utc_now(),
@@ -199,14 +241,16 @@ def calibration_set_matches(
     *,
     freihand: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
-    split: str = "training",
+    split: str | None = None,
     num: int = DEFAULT_CALIB_NUM,
     seed: int = 0,
     scale_enlarge: float = 1.25,
+    dexycb: str | os.PathLike[str] | None = None,
 ) -> bool:
     """`out` holds a set built with exactly these settings whose files verify against its manifest."""
     source = f"synthetic:seed={seed}" if synthetic else str(Path(freihand).resolve()) if freihand else ""
-    wanted = _settings(source, split, num, seed, scale_enlarge)
+    source = f"dexycb:{Path(dexycb).resolve()}" if dexycb is not None else source
+    wanted = _settings(source, resolve_split(split, dexycb), num, seed, scale_enlarge)
     try:
         existing = load_calibration_set(out, verify=True)
     except UsageError:

@@ -105,7 +105,11 @@ CheckpointOpt = Annotated[
                  "Absent: seed-initialised weights (announced)."),
 ]
 ConfigOpt = Annotated[str | None, typer.Option("--config", help=f"Model variant: {DEFAULT_CONFIG} (the paper's, "
-                                                "default) or tiny.")]
+                                                "default), hrnet_w48 (the paper's accuracy model), or the test twins "
+                                                "tiny / hrnet_tiny.")]
+BuffersOpt = Annotated[str | None, typer.Option("--buffers", help="TensorRT's CUDA buffers: auto (torch if it has "
+                                                "CUDA, else cuda-python, else pycuda), torch, cuda-python or "
+                                                "pycuda (Jetson images without a CUDA torch).")]
 
 
 # ============================================================================================
@@ -142,14 +146,18 @@ def synth(
     num: Annotated[int, typer.Option("--num", help="Training samples.")] = 1000,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same data).")] = 0,
     eval_num: Annotated[int, typer.Option("--eval-num", help="Evaluation samples.")] = 0,
+    layout: Annotated[str, typer.Option("--layout", help="freihand (v2 layout) or dexycb (the DexYCB release's "
+                                        "folders, 640x480 frames, right and left hands, a few handless frames; "
+                                        "--num frames).")] = "freihand",
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
-    """Generate synthetic hands in FreiHAND's on-disk format (the embedded default data set)."""
+    """Generate synthetic hands in FreiHAND's (or DexYCB's) on-disk format (the embedded default data set)."""
     from .data.synthetic import SynthConfig, run_synth
 
-    cfg = SynthConfig.from_cli(out=out, num=num, seed=seed, eval_num=eval_num, quiet=quiet)
+    cfg = SynthConfig.from_cli(out=out, num=num, seed=seed, eval_num=eval_num, layout=layout, quiet=quiet)
     path = run_synth(cfg)
-    _say(f"wrote {cfg.num} training + {cfg.eval_num} evaluation synthetic samples to {path}", quiet)
+    what = "frames in DexYCB layout" if cfg.layout == "dexycb" else f"training + {cfg.eval_num} evaluation samples"
+    _say(f"wrote {cfg.num} {what} to {path}", quiet)
 
 
 @deploy.command("calib-set")
@@ -157,7 +165,11 @@ def calib_set(
     out: Annotated[Path, typer.Option("--out", help="Set folder, e.g. calibration/freihand-256.")],
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder or JSON image list.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Use generated synthetic hands instead.")] = False,
-    split: Annotated[str, typer.Option("--split", help="training or evaluation.")] = "training",
+    dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB release folder (or `synth --layout "
+                                                "dexycb`); left hands are mirrored, handless frames skipped.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="FreiHAND: training (default) or evaluation. DexYCB: "
+                                              "s0-train, s0-val, s0-test (full release) or all (any subset); "
+                                              "default s0-train on the full release, else all.")] = None,
     num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = DEFAULT_CALIB_NUM,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     scale_enlarge: Annotated[float, typer.Option("--scale-enlarge", help="Box enlargement (1.25 = eval).")] = 1.25,
@@ -167,7 +179,7 @@ def calib_set(
     from .calibration import CalibSetConfig, run_calib_set
 
     cfg = CalibSetConfig.from_cli(out=out, freihand=freihand, synthetic=synthetic, split=split, num=num, seed=seed,
-                                  scale_enlarge=scale_enlarge, quiet=quiet)
+                                  scale_enlarge=scale_enlarge, quiet=quiet, dexycb=dexycb)
     path = run_calib_set(cfg)
     _say(f"wrote calibration set {path} ({cfg.num} crops)", quiet)
 
@@ -217,8 +229,15 @@ def eval_cmd(
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND v2 folder.")] = None,
     synthetic: Annotated[bool, typer.Option("--synthetic", help="Evaluate on generated synthetic hands.")] = False,
     synthetic_num: Annotated[int, typer.Option("--synthetic-num", help="Synthetic evaluation samples.")] = 64,
-    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "evaluation",
+    dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB folder: PA-MPJPE against joint_3d (needs "
+                                                "--mano for our joints); PA-MPVPE when vertices are known "
+                                                "(--mano MANO_RIGHT.pkl, --mano-left for left hands).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="FreiHAND: evaluation (default) or training. DexYCB: "
+                                              "s0-test (default on the full release), s0-val, s0-train or all "
+                                              "(default on a subset).")] = None,
     mano: Annotated[Path | None, typer.Option("--mano", help="MANO_RIGHT.pkl: enables joint metrics.")] = None,
+    mano_left: Annotated[Path | None, typer.Option("--mano-left", help="MANO_LEFT.pkl: DexYCB's left-hand "
+                                                   "vertices (from pose_m), then mirrored.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
@@ -227,7 +246,7 @@ def eval_cmd(
 
     metrics = run_eval(EvalConfig.from_cli(checkpoint=checkpoint, config=config, freihand=freihand,
                                            synthetic=synthetic, synthetic_num=synthetic_num, split=split, mano=mano,
-                                           limit=limit, progress=not json_out))
+                                           limit=limit, progress=not json_out, dexycb=dexycb, mano_left=mano_left))
     if json_out:
         import json
 
@@ -291,7 +310,8 @@ def int8(
     placement: Annotated[str, typer.Option(
         "--placement", help="dense (default): INT8 on the backbone's dense convs/matmuls and the deconv, depthwise "
         "convs and the token regressor float (the INT8 share of MACs is in the sidecar); all: every weighted layer "
-        "outside the uv head, grid path and vertex projection.")] = "dense",
+        "outside the uv head, grid path and vertex head; matched: all + the vertex head's token upsample INT8, "
+        "the token regressor's activation x activation MatMuls float (ModelOpt's layer set).")] = "dense",
     max_drift_mm: Annotated[float | None, typer.Option(
         "--max-drift-mm", help="Sensitivity repair: keep the most sensitive layer groups float until drift <= D mm "
         "on held-out crops (the last 25% of the calibration set, at least 8, not used to calibrate); exit 1 if "
@@ -318,6 +338,71 @@ def int8(
     failure = result.failure()
     if failure:
         raise VerificationError(failure)
+
+
+@deploy.command()
+def qat(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Trained weights to fine-tune (the FP32 teacher; "
+                                             "drift is always measured against them).")],
+    config: Annotated[str, typer.Option("--config", help="Model variant of the checkpoint (tiny, fastvit_ma36).")],
+    calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder: initial activation scales and the "
+                                        "export's calibration.")],
+    data: Annotated[Path, typer.Option("--data", help="Fine-tuning crops (a calib-set folder of any size; labels "
+                                       "unused unless --label-weight).")],
+    out: Annotated[Path, typer.Option("--out", help="Output Q/DQ .onnx for --target; the other target is written "
+                                      "beside it as <stem>.<target>.onnx.")],
+    val: Annotated[Path | None, typer.Option("--val", help="Early-stopping crops (default: the last 10% of --data, "
+                                             "never trained on).")] = None,
+    placement: Annotated[str, typer.Option("--placement", help="dense (default), all or matched: as `int8`.")
+                         ] = "dense",
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name or op type kept float "
+                                                      "(repeat).")] = None,
+    method: Annotated[str, typer.Option("--method", help="Initial activation scales: minmax (default) or "
+                                        "entropy.")] = "minmax",
+    target: Annotated[str, typer.Option("--target", help="trt10 (default) or trt8: which artifact is --out (both "
+                                        "are written).")] = "trt10",
+    steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps (tiny: ~0.4 s each on 2 cores).")] = 600,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW lr of the weights, cosine to 0 (activation scales: "
+                                      "x10).")] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    label_weight: Annotated[float, typer.Option("--label-weight", help="Weight of an L1 loss against the crops' "
+                                                "labels, added to the distillation loss (default 0: labels "
+                                                "unused).")] = 0.0,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    save_checkpoint: Annotated[Path | None, typer.Option("--save-checkpoint", help="Also save the fine-tuned "
+                                                         "weights (our checkpoint format).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Quantisation-aware fine-tuning: fake quantisation matching our Q/DQ graph (same placement, learned
+    activation scales), distilled from the FP32 checkpoint, exported for trt10 and trt8. Opt-in: `make engine`
+    stays post-training."""
+    from .precision.qat import QatConfig, run_qat
+
+    result = run_qat(QatConfig.from_cli(checkpoint=checkpoint, config=config, calib=calib, data=data, out=out,
+                                        val=val, placement=placement, exclude=exclude, method=method, target=target,
+                                        steps=steps, lr=lr, batch_size=batch_size, label_weight=label_weight,
+                                        device=device, seed=seed, save_checkpoint=save_checkpoint, quiet=quiet))
+    for line in result.lines():
+        _say(line, quiet)
+
+
+@deploy.command("int8-sensitivity")
+def int8_sensitivity(
+    onnx: Annotated[Path, typer.Option("--onnx", help="A Q/DQ INT8 graph (int8, qat or ModelOpt).")],
+    calib: Annotated[Path, typer.Option("--calib", help="Crops to measure drift on (held-out crops: not the "
+                                        "calibration set).")],
+    out: Annotated[Path, typer.Option("--out", help="Results folder (parquet/CSV/markdown + bar plot).")],
+    top: Annotated[int, typer.Option("--top", help="Layers in the bar plot.")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Per quantised layer: drift (mm) when only its activation, and when only its weight, is INT8 (its own
+    placement and scales; reference: the same graph without Q/DQ), with its MACs. tiny: minutes; fastvit_ma36:
+    about an hour on 2 cores."""
+    from .bench.sensitivity import SensitivityConfig, write_sensitivity
+
+    folder = write_sensitivity(SensitivityConfig.from_cli(onnx=onnx, calib=calib, out=out, top=top, quiet=quiet))
+    _say(f"wrote {folder}", quiet)
 
 
 @deploy.command()
@@ -362,12 +447,14 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT's default TF32 for FP32 layers "
                                        "(--no-tf32: true FP32; recorded in the key and sidecar).")] = True,
+    buffers: BuffersOpt = None,
 ) -> None:
     """Build (or reuse) a TensorRT engine: name-based API, flags on TRT < 10, strongly typed on >= 10."""
     from .trt.build import BuildConfig, run_build
 
     art = run_build(BuildConfig.from_cli(onnx=onnx, precision=precision, out=out, profile=profile,
-                                         workspace_mb=workspace_mb, opt_level=opt_level, force=force, tf32=tf32))
+                                         workspace_mb=workspace_mb, opt_level=opt_level, force=force, tf32=tf32,
+                                         buffers=buffers))
     _say(f"{'reused' if art.cached else 'built'} {art.plan} (key {art.key}, {art.seconds:.0f} s)")
 
 
@@ -376,13 +463,18 @@ def check_engine_cmd(
     layers: Annotated[Path, typer.Argument(help="Engine-inspector JSON: the builder's <key>.layers.json or "
                                            "`trtexec --exportLayerInfo=F --profilingVerbosity=detailed`.")],
     precision: Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8.")],
-    min_share: Annotated[float, typer.Option("--min-share", help="Minimum weighted share of compute layers in "
-                                             "that precision.")] = 0.5,
+    min_share: Annotated[float | None, typer.Option("--min-share", help="Minimum weighted share of compute layers "
+                                                    "in that precision (default 0.5; with --onnx and int8: the "
+                                                    "graph's own INT8 MAC share minus 0.2, as the builder "
+                                                    "requires).")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="The ONNX graph the engine was built from: weigh "
+                                              "layers by its MACs (the nodes each layer's name contains) instead "
+                                              "of Weights.Count, which Myelin GEMMs may lack.")] = None,
 ) -> None:
     """Which precision did the engine's convolutions / GEMMs really run in? Exit 0 ok, 1 short or unverifiable."""
     from .trt.inspect import check_engine, format_report
 
-    report, verdict = check_engine(layers, precision, min_share)
+    report, verdict = check_engine(layers, precision, min_share, onnx=onnx)
     for line in format_report(report):
         print(line)
     if not verdict.ok:
@@ -396,6 +488,8 @@ def engine(
     config: ConfigOpt = DEFAULT_CONFIG,
     freihand: Annotated[Path | None, typer.Option("--freihand", help="FreiHAND folder for calibration crops; "
                                                    "default: synthetic FreiHAND-format hands.")] = None,
+    dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB folder for calibration crops instead "
+                                                "(s0-train on the full release, else every frame).")] = None,
     calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = DEFAULT_CALIB_NUM,
     out: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("engines"),
     precisions: Annotated[str, typer.Option("--precisions", help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
@@ -412,6 +506,7 @@ def engine(
     from .pipeline import EngineJobConfig, run_engine_job, summary_table
 
     job = run_engine_job(EngineJobConfig.from_cli(config=config, checkpoint=checkpoint, freihand=freihand,
+                                                  dexycb=dexycb,
                                                   calib_num=calib_num, out=out, precisions=precisions, method=method,
                                                   profile=profile, quiet=quiet, tf32=tf32))
     Console(stderr=True).print(summary_table(job))
@@ -514,31 +609,34 @@ def _render_bench(run: Any, json_out: bool, quiet: bool) -> None:
 def latency(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = None,
             iterations: ItersOpt = None, warmup: WarmupOpt = None, config: ConfigOpt = None,
             checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None,
-            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
+            out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None,
+            buffers: BuffersOpt = None) -> None:
     """Latency table across batch sizes for each runner (trtexec statistics), written as results files."""
     _bench(("latency",), json_out, quiet, runners=runners, batch_sizes=batch_sizes, duration=duration,
            iterations=iterations, warmup=warmup, config=config, checkpoint=checkpoint, onnx=onnx, engines=engines,
-           out=out, threads=threads)
+           out=out, threads=threads, buffers=buffers)
 
 
 @bench.command()
 def accuracy(runners: RunnersOpt = None, config: ConfigOpt = None, checkpoint: CheckpointOpt = None,
              onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None, out: OutOpt = None,
-             json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
+             json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None,
+             buffers: BuffersOpt = None) -> None:
     """Drift of every runner vs torch FP32 eager on the same crops (mm, px), plus metrics vs labels."""
     _bench(("accuracy",), json_out, quiet, accuracy_only=True, runners=runners, config=config, checkpoint=checkpoint,
-           onnx=onnx, engines=engines, calib=calib, out=out, threads=threads)
+           onnx=onnx, engines=engines, calib=calib, out=out, threads=threads, buffers=buffers)
 
 
 @bench.command()
 def run(runners: RunnersOpt = None, batch_sizes: BatchOpt = None, duration: DurationOpt = None,
         iterations: ItersOpt = None, warmup: WarmupOpt = None, config: ConfigOpt = None,
         checkpoint: CheckpointOpt = None, onnx: OnnxOpt = None, engines: EnginesOpt = None, calib: CalibOpt = None,
-        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None) -> None:
+        out: OutOpt = None, json_out: JsonOpt = False, quiet: QuietOpt = False, threads: ThreadsOpt = None,
+        buffers: BuffersOpt = None) -> None:
     """Latency and accuracy in one results folder."""
     _bench(("latency", "accuracy"), json_out, quiet, runners=runners, batch_sizes=batch_sizes, duration=duration,
            iterations=iterations, warmup=warmup, config=config, checkpoint=checkpoint, onnx=onnx, engines=engines,
-           calib=calib, out=out, threads=threads)
+           calib=calib, out=out, threads=threads, buffers=buffers)
 
 
 @bench.command("env")
@@ -602,6 +700,64 @@ def regress(
     if not report.passed:
         raise VerificationError(failure_line(report))
     _say(report.summary())
+
+
+@bench.command("compare")
+def compare_cmd(
+    baseline: Annotated[Path, typer.Option("--baseline", help="A: the reference artifact (what main builds), an "
+                                           ".onnx graph or a TensorRT .plan.")],
+    current: Annotated[Path, typer.Option("--current", help="B: the artifact under test, the same model's "
+                                          "contract (I/O names, dtypes, non-batch shapes) and kind as A.")],
+    runner: Annotated[str | None, typer.Option("--runner", help="onnxruntime (default for .onnx) or tensorrt "
+                                               "(default for plans); both sides use it.")] = None,
+    batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Comma list (default 1,4).")] = None,
+    threads: ThreadsOpt = None,
+    no_spin: Annotated[bool, typer.Option("--no-spin", help="ONNX Runtime's idle intra-op threads sleep instead of "
+                                          "spin-waiting (session.intra_op.allow_spinning=0), on both sides.")] = False,
+    rounds: Annotated[int | None, typer.Option("--rounds", help="ABBA blocks (default 8: 16 samples per side). "
+                                               "More blocks narrow the interval.")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="Seconds per sample (default 1.0).")] = None,
+    latency_tol: Annotated[str | None, typer.Option("--latency-tol", help="10% (default) or 0.1: a latency row "
+                                                    "fails when the 95% interval of the median per-block ratio B/A "
+                                                    "lies entirely above 1 + tol (throughput: below 1 - tol).")] = None,
+    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration set folder: also compare drift of both "
+                                               "sides against the same eager model.")] = None,
+    checkpoint: CheckpointOpt = None,
+    config: ConfigOpt = None,
+    drift_tol_mm: Annotated[float | None, typer.Option("--drift-tol-mm", help="Allowed extra drift of B over A "
+                                                       "(mm, default 0.05).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write markdown (CI step summary).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one testcase per row).")] = None,
+    json_out: JsonOpt = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (default "
+                                             "benchmarks/results/<run-id>-compare/).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the verdict line.")] = False,
+) -> None:
+    """A/B in one job: time A and B interleaved on this machine, now; exit 1 if B is slower, 0 if not, 2 on bad input.
+
+    For shared or virtual runners, where a stored baseline cannot tell a slower machine from a slower
+    artifact: both sides stay open and alternate in ABBA blocks, so the machine's drift hits both.
+    Example: simplehand-bench compare --baseline main.onnx --current pr.onnx --markdown summary.md
+    """
+    from rich.console import Console
+
+    from .bench.compare import CompareConfig, failure_line, render_table, run_compare
+
+    report = run_compare(CompareConfig.from_cli(
+        baseline=baseline, current=current, runner=runner, batch_sizes=batch_sizes, threads=threads,
+        spinning=False if no_spin else None, rounds=rounds,
+        duration=duration, latency_tol=latency_tol, calib=calib, checkpoint=checkpoint, config=config,
+        drift_tol_mm=drift_tol_mm, markdown=markdown, junit=junit, out=out, quiet=bool(quiet or json_out)))
+    if json_out:
+        import json
+
+        print(json.dumps(report.records(), default=str, indent=1))
+    elif not quiet:
+        Console(width=max(Console().width, 160)).print(render_table(report))
+    _say(f"results: {report.folder}", quiet or json_out)
+    if not report.passed:
+        raise VerificationError(failure_line(report))
+    _say(report.summary(), json_out)
 
 
 @bench.command("baseline")

@@ -106,23 +106,42 @@ class OtherLoad:
         return round(min(100.0, max(0.0, 100.0 * others / (wall * (os.cpu_count() or 1)))), 1)
 
 
-def cuda_device() -> dict[str, Any]:
+GPU_PROBES = ("torch", "cuda-python", "pycuda")  # how device 0 is reached, in the order `via="auto"` tries them
+
+
+def cuda_device(via: str = "auto") -> dict[str, Any]:
     """Device 0, the one GPU probe: name, sm, sm_count, memory_mb, cuda (runtime version), cuda_major and the
-    Jetson board; {} without a CUDA device. torch first; cuda-python where torch has no CUDA (a Jetson without
-    NVIDIA's torch wheel), so the builder, the runtime and the results record see the same device."""
+    Jetson board; {} without a CUDA device. `via` names the library that looks (one of GPU_PROBES; "auto":
+    torch, else cuda-python, else pycuda, for Jetson images without NVIDIA's torch wheel), so the builder, the
+    runtime and the results record see the same device."""
+    probes = {"torch": _torch_device, "cuda-python": _cuda_python_device, "pycuda": _pycuda_device}
+    for name in GPU_PROBES if via == "auto" else (via,):
+        found = probes[name]()
+        if found:
+            return {**found, "cuda_major": found["cuda"].split(".")[0], "board": board_model()}
+    return {}
+
+
+def require_cuda_device(via: str = "auto") -> dict[str, Any]:
+    """`cuda_device(via)` for work that cannot run without a GPU (TensorRT): UsageError when there is none."""
+    device = cuda_device(via)
+    if not device:
+        seen = "neither torch, cuda-python nor pycuda" if via == "auto" else via
+        raise UsageError(f"no CUDA device: TensorRT engines are built and run on an NVIDIA GPU ({seen} sees one)")
+    return device
+
+
+def _torch_device() -> dict[str, Any] | None:
     try:
         import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            cuda = str(torch.version.cuda or "")
-            return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
-                    "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
-                    "cuda": cuda, "cuda_major": cuda.split(".")[0], "board": board_model()}
     except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    found = _cuda_python_device()
-    return {**found, "board": board_model()} if found else {}
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
+            "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
+            "cuda": str(torch.version.cuda or "")}
 
 
 def _cuda_python_device() -> dict[str, Any] | None:
@@ -139,20 +158,26 @@ def _cuda_python_device() -> dict[str, Any] | None:
         if int(err) != 0:
             return None
         name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        cuda = f"{version // 1000}.{version % 1000 // 10}" if int(err2) == 0 else ""
         return {"name": name, "sm": f"{props.major}.{props.minor}", "sm_count": int(props.multiProcessorCount),
-                "memory_mb": int(props.totalGlobalMem) >> 20, "cuda": cuda, "cuda_major": cuda.split(".")[0]}
+                "memory_mb": int(props.totalGlobalMem) >> 20,
+                "cuda": f"{version // 1000}.{version % 1000 // 10}" if int(err2) == 0 else ""}
     except Exception:
         return None
 
 
-def require_cuda_device() -> dict[str, Any]:
-    """`cuda_device()` for work that cannot run without a GPU (TensorRT): UsageError when there is none."""
-    device = cuda_device()
-    if not device:
-        raise UsageError("no CUDA device: TensorRT engines are built and run on an NVIDIA GPU "
-                         "(neither torch nor cuda-python sees one)")
-    return device
+def _pycuda_device() -> dict[str, Any] | None:
+    try:
+        import pycuda.driver as drv
+
+        drv.init()
+        dev = drv.Device(0)
+        major, minor = dev.compute_capability()
+        count = dev.get_attributes().get(drv.device_attribute.MULTIPROCESSOR_COUNT, 0)
+        version = drv.get_version()
+        return {"name": dev.name(), "sm": f"{major}.{minor}", "sm_count": int(count),
+                "memory_mb": int(dev.total_memory()) >> 20, "cuda": f"{version[0]}.{version[1]}"}
+    except Exception:
+        return None
 
 
 def gpu_info() -> dict[str, str]:

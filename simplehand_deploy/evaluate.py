@@ -63,10 +63,12 @@ class EvalConfig:
     freihand: Path | None = None
     synthetic: bool = False
     synthetic_num: int = 64
-    split: str = "evaluation"
+    split: str | None = None  # None: FreiHAND evaluation; DexYCB s0-test on the full release, else all
     mano: Path | None = None
     limit: int | None = None
     progress: bool = True
+    dexycb: Path | None = None
+    mano_left: Path | None = None  # DexYCB: MANO_LEFT.pkl for left-hand vertices
 
     @classmethod
     def from_cli(cls, **options: Any) -> EvalConfig:
@@ -84,8 +86,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     from .data.freihand import FreiHAND
     from .errors import UsageError
 
-    if (cfg.freihand is None) == (not cfg.synthetic):
-        raise UsageError("give exactly one data source: --freihand DIR or --synthetic")
+    if sum((cfg.freihand is not None, cfg.dexycb is not None, cfg.synthetic)) != 1:
+        raise UsageError("give exactly one data source: --freihand DIR or --synthetic (or --dexycb DIR)")
+    if cfg.dexycb is not None:
+        return run_eval_dexycb(cfg)
     model, _ = load_announced(cfg.checkpoint, cfg.config, announce=cfg.progress)
     reg = None
     with tempfile.TemporaryDirectory(prefix="simplehand-eval-") as tmp:
@@ -97,12 +101,90 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             ds, reg = FreiHAND(root, "evaluation"), regressor()
         else:
             assert cfg.freihand is not None
-            ds = FreiHAND(cfg.freihand, cfg.split)
+            ds = FreiHAND(cfg.freihand, cfg.split or "evaluation")
         if cfg.mano is not None:
             from .joints import load_regressor
 
             reg = load_regressor(cfg.mano)
         return evaluate_model(model, ds, reg, limit=cfg.limit, progress=cfg.progress)
+
+
+def run_eval_dexycb(cfg: EvalConfig) -> dict[str, Any]:
+    """DexYCB: the data (and MANO models) are opened and checked before the weights load; the metrics dict."""
+    from .checkpoint import load_announced
+    from .data.dexycb import DexYCB, default_split
+
+    assert cfg.dexycb is not None
+    reg = mano_right = mano_left = None
+    if cfg.mano is not None:
+        from .joints import load_regressor
+
+        reg = load_regressor(cfg.mano)
+        if cfg.mano.suffix != ".npy":
+            from .mano import load_mano
+
+            mano_right = load_mano(cfg.mano)
+    if cfg.mano_left is not None:
+        from .mano import load_mano
+
+        mano_left = load_mano(cfg.mano_left)
+    ds = DexYCB(cfg.dexycb, cfg.split or default_split(cfg.dexycb, "eval"), mano_right=mano_right,
+                mano_left=mano_left)
+    model, _ = load_announced(cfg.checkpoint, cfg.config, announce=cfg.progress)
+    return evaluate_dexycb(model, ds, reg, limit=cfg.limit, progress=cfg.progress)
+
+
+@torch.no_grad()
+def evaluate_dexycb(model: Any, dataset: Any, regressor: np.ndarray | None = None, *, batch_size: int = 16,
+                    limit: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Metrics on DexYCB frames with a hand (left hands mirrored): PA-MPJPE against `joint_3d` with joints =
+    regressor @ predicted vertices; vertex metrics when every frame's vertices are known. Extra keys:
+    `num`, `handless_skipped`, `left_hands`, `skipped`."""
+    from .data.augment import eval_sample
+    from .errors import UsageError
+    from .metrics import evaluate
+    from .progress import track
+
+    valid, handless, left, no_vertices = [], 0, 0, {"right": 0, "left": 0}
+    for i in track(range(len(dataset)), "reading labels", progress):
+        ann = dataset.annotation(i)
+        if ann is None:
+            handless += 1
+            continue
+        valid.append(i)
+        left += ann["side"] == "left"
+        if ann["vertices"] is None:
+            no_vertices[ann["side"]] += 1
+    valid = valid[:limit] if limit is not None else valid
+    if not valid:
+        raise UsageError(f"{dataset.root}: no frame with a hand in split {dataset.split}")
+    has_vertices = not any(no_vertices.values())
+    skipped: dict[str, str] = {}
+    if regressor is None:
+        skipped |= {k: "no joint regressor: pass --mano MANO_RIGHT.pkl" for k in ("pa_mpjpe_mm", "auc_joints")}
+    if not has_vertices:
+        need = " and ".join(f"--mano{'-left MANO_LEFT' if s == 'left' else ' MANO_RIGHT'}.pkl ({n} {s}-hand frames)"
+                            for s, n in no_vertices.items() if n)
+        skipped |= {k: f"no ground-truth vertices: pass {need}" for k in ("pa_mpvpe_mm", "auc_vertices", "f5", "f15")}
+    if regressor is None and not has_vertices:
+        raise UsageError(f"{dataset.root}: nothing to measure: pass --mano MANO_RIGHT.pkl (or a (21, 778) .npy "
+                         "regressor) for PA-MPJPE")
+    model = model.eval()
+    device = next(model.parameters()).device
+    preds, gts_v, gts_j = [], [], []
+    for start in track(range(0, len(valid), batch_size), "evaluating", progress):
+        items = [eval_sample(dataset[i]) for i in valid[start : start + batch_size]]
+        x = torch.from_numpy(np.stack([it["image"] for it in items])).to(device)
+        _, v = model(x)
+        preds.append(v.float().cpu().numpy())
+        gts_v.append(np.stack([it["vertices"] for it in items]))
+        gts_j.append(np.stack([it["xyz"] for it in items]))
+    pred_v, gt_v, gt_j = np.concatenate(preds), np.concatenate(gts_v), np.concatenate(gts_j)
+    pred_j = regressor @ pred_v if regressor is not None else None
+    out: dict[str, Any] = evaluate(pred_j, gt_j if pred_j is not None else None,
+                                   pred_v if has_vertices else None, gt_v if has_vertices else None)
+    out.update({"num": len(valid), "handless_skipped": handless, "left_hands": left, "skipped": skipped})
+    return out
 
 
 METRIC_ORDER = ("pa_mpjpe_mm", "pa_mpvpe_mm", "auc_joints", "auc_vertices", "f5", "f15")
@@ -112,7 +194,8 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
     """The metrics as a rich table (what `eval` prints without --json; `skipped_lines` say what is missing)."""
     from rich.table import Table
 
-    table = Table(title=f"FreiHAND protocol ({metrics['num']} samples)")
+    extra = f", {metrics['handless_skipped']} handless frames skipped" if "handless_skipped" in metrics else ""
+    table = Table(title=f"FreiHAND protocol ({metrics['num']} samples{extra})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in METRIC_ORDER:

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 Precision = Literal["fp32", "fp16", "int8"]
 Method = Literal["minmax", "entropy", "percentile"]
-Placement = Literal["dense", "all"]
+Placement = Literal["dense", "all", "matched"]
 Target = Literal["trt10", "trt8"]
 Quantizer = Literal["ort", "modelopt"]
 StepStatus = Literal["built", "reused", "skipped", "failed"]

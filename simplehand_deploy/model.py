@@ -1,4 +1,7 @@
-"""The SimpleHand network: timm FastViT backbone, 2-D keypoint head, keypoint-guided mesh head.
+"""The SimpleHand network: a timm backbone (FastViT or HRNet), 2-D keypoint head, keypoint-guided mesh head.
+
+Any timm trunk whose `forward_features` gives a (B, C, 7, 7) map at 224 x 224 fits: the uv head
+pools it, the mesh head deconvolves it to the 28 x 28 token grid.
 
 Written from the architecture digest (`shared/reference/simplehand-architecture.md` §2); the
 parameter names reproduce the official state-dict layout so official checkpoints load strictly.
@@ -148,6 +151,20 @@ class MeshHead(nn.Module):
         return self.pred_final(x)
 
 
+def _zero_init_residuals(backbone: nn.Module) -> None:
+    """Start every residual block that supports it (timm's ResNet blocks, which HRNet is built of) as the identity.
+
+    timm's HRNet leaves its blocks' last BatchNorm at gain 1; with fresh BatchNorm statistics (eval mode divides by
+    1) the ~100 residual blocks of HRNet-W48 then compound to features of ~4e8 and uv of ~7e7, so seed-initialised
+    outputs are noise and an FP32 export cannot match them to 1e-4. Zero-initialising the last gain (as timm's
+    ResNets do by default) keeps them at O(1-10). FastViT has no such blocks (it has layer scale instead).
+    Weights loaded from a checkpoint replace all of this.
+    """
+    for module in backbone.modules():
+        if module is not backbone and hasattr(module, "zero_init_last"):
+            module.zero_init_last()
+
+
 class SimpleHand(nn.Module):
     """image (B, 3, 224, 224) BGR 0..255 -> uv (B, 21, 2) in [0, 1] of the crop, vertices (B, 778, 3) metres.
 
@@ -160,9 +177,11 @@ class SimpleHand(nn.Module):
         import timm
 
         self.cfg = cfg
-        self.backbone = cast(Any, timm.create_model(  # timm's models add forward_features / num_features
-            cfg.backbone, pretrained=False, drop_path_rate=cfg.drop_path_rate, **cfg.backbone_kwargs
-        ))
+        # timm's HRNet takes no drop_path_rate (it raises on unknown arguments): only pass a non-zero rate.
+        drop = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
+        # timm's models add forward_features / num_features, which nn.Module's type does not know
+        self.backbone = cast(Any, timm.create_model(cfg.backbone, pretrained=False, **drop, **cfg.backbone_kwargs))
+        _zero_init_residuals(self.backbone)
         channels = int(self.backbone.num_features)
         self.keypoints_2d_head = nn.Linear(channels, NUM_JOINTS * 2)
         self.mesh_head = MeshHead(channels, cfg)
@@ -183,7 +202,8 @@ def fuse(model: SimpleHand) -> SimpleHand:
     """Apply timm's FastViT re-parameterisation in place (inference only; the state dict changes).
 
     Fusion folds the train-time multi-branch convolutions into single convs; outputs agree with
-    the unfused model to ~1e-5 on vertices.
+    the unfused model to ~1e-5 on vertices. HRNet has no re-parameterisable blocks: a no-op there
+    (its BatchNorms fold into the convolutions at ONNX simplification instead).
     """
     try:
         from timm.utils import reparameterize_model

@@ -37,8 +37,13 @@ def make_session(
     threads: int | None = None,
     providers: list[str] | None = None,
     fake_quant: bool | None = None,
+    spinning: bool = True,
 ) -> Any:
-    """An InferenceSession; `fake_quant=None` turns it on automatically for Q/DQ graphs."""
+    """An InferenceSession; `fake_quant=None` turns it on automatically for Q/DQ graphs.
+
+    `spinning=False` sets `session.intra_op.allow_spinning=0`: idle intra-op threads sleep instead of
+    spin-waiting for the next parallel section (what a pool that claims every vCPU costs everyone else).
+    """
     ort = require("onnxruntime")
     p = Path(path)
     if not p.is_file():
@@ -52,6 +57,8 @@ def make_session(
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     if fake_quant:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

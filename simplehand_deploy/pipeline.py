@@ -64,7 +64,9 @@ def int8_targets(trt_version: str | None = None, *, detect: bool = True) -> tupl
         trt_version = None if trt is None else str(trt.__version__)
     if not trt_version:
         return ("trt10", "trt8")
-    return ("trt10",) if int(trt_version.split(".")[0]) >= 10 else ("trt8",)
+    from .trt.build import int8_target_for
+
+    return (int8_target_for(trt_version),)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class EngineJobConfig:
     config: str = DEFAULT_CONFIG
     checkpoint: str | os.PathLike[str] | None = None
     freihand: str | os.PathLike[str] | None = None  # None: synthetic FreiHAND-format hands
+    dexycb: str | os.PathLike[str] | None = None  # DexYCB crops instead (s0-train on the full release, else all)
     calib_num: int = DEFAULT_CALIB_NUM
     out: str | os.PathLike[str] = "engines"
     calib_dir: str | os.PathLike[str] = "calibration"
@@ -136,7 +139,9 @@ def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> Eng
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    calib, calib_step = _calibration(cfg.freihand, cfg.calib_num, Path(cfg.calib_dir), cfg.quiet)
+    if cfg.freihand is not None and cfg.dexycb is not None:
+        raise UsageError("give at most one calibration source: --freihand DIR or --dexycb DIR")
+    calib, calib_step = _calibration(cfg.freihand, cfg.calib_num, Path(cfg.calib_dir), cfg.quiet, dexycb=cfg.dexycb)
     _log(f"[2/4] weights: {cfg.checkpoint or 'none given'}", cfg.quiet)
     model, info = load_announced(cfg.checkpoint, cfg.config, announce=not cfg.quiet)
     _log(f"[3/4] ONNX artifacts in {out}/", cfg.quiet)
@@ -148,14 +153,17 @@ def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> Eng
 
 
 def _calibration(freihand: str | os.PathLike[str] | None, num: int, calib_dir: Path,
-                 quiet: bool) -> tuple[Path, StepResult]:
+                 quiet: bool, dexycb: str | os.PathLike[str] | None = None) -> tuple[Path, StepResult]:
     """The set `make engine` calibrates on: `reused` when one with these settings verifies, else `built`."""
     from .calibration import build_calibration_set, calibration_set_matches
 
-    name = f"freihand-{num}" if freihand else f"synthetic-{num}"
-    _log(f"[1/4] calibration set calibration/{name} ({'FreiHAND ' + str(freihand) if freihand else 'synthetic'})",
-         quiet)
-    settings: dict[str, Any] = {"freihand": freihand, "synthetic": freihand is None, "num": num, "seed": 0}
+    name = f"freihand-{num}" if freihand else f"dexycb-{num}" if dexycb else f"synthetic-{num}"
+    source = f"FreiHAND {freihand}" if freihand else f"DexYCB {dexycb}" if dexycb else "synthetic"
+    _log(f"[1/4] calibration set calibration/{name} ({source})", quiet)
+    settings: dict[str, Any] = {"freihand": freihand, "synthetic": freihand is None and dexycb is None, "num": num,
+                                "seed": 0}
+    if dexycb is not None:
+        settings["dexycb"] = dexycb
     calib = calib_dir / name
     if calibration_set_matches(calib, **settings):
         return calib, StepResult("calibration set", "reused", str(calib), f"{num} crops")

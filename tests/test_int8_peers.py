@@ -50,3 +50,29 @@ def test_diagnostic_modelopt_row_is_not_the_bar():
     diag = {**_row("modelopt entropy fp16, dense exclusions", "modelopt", 0.1, 0.62), "diagnostic": True}
     v = peers.verdict([*MO, diag, _row("ours dense", "ort", 1.2, 0.93)])
     assert v["best_modelopt"] == "modelopt entropy fp16" and v["met"]
+
+
+@pytest.mark.parametrize(
+    ("qat", "met"),
+    [([_row("qat dense trt10", "qat", 0.9, 0.62), _row("qat all trt10", "qat", 1.25, 0.915)], True),  # 91.5 >= 91.4
+     ([_row("qat dense trt10", "qat", 0.9, 0.62), _row("qat all trt10", "qat", 1.25, 0.913)], False),  # share short
+     ([_row("qat dense trt10", "qat", 0.9, 0.62), _row("qat all trt10", "qat", 1.26, 0.93)], False),  # over half
+     ([_row("qat dense trt10", "qat", 1.1, 0.62), _row("qat all trt10", "qat", 1.0, 0.93)], False),   # dense > 1 mm
+     ([_row("qat dense trt10", "qat", 0.9, 0.62), _row("qat dense trt8", "qat", 1.2, 0.62),
+       _row("qat all trt10", "qat", 1.0, 0.93)], False)],  # every QAT dense artifact must be <= 1 mm
+)
+def test_qat_goal(qat, met):
+    v = peers.verdict(MO + [_row("ours dense", "ort", 3.0, 0.62)] + qat)
+    assert v["qat_met"] is met and not v["met"]
+
+
+def test_bootstrap_interval_covers_the_mean_and_narrows_with_crops():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    small, large = rng.gamma(2.0, 1.0, 16), rng.gamma(2.0, 1.0, 256)
+    lo, hi = peers.bootstrap_ci(small)
+    assert lo < small.mean() < hi
+    lo2, hi2 = peers.bootstrap_ci(large)
+    assert hi2 - lo2 < hi - lo
+    assert peers.bootstrap_ci(np.full(8, 2.0)) == (2.0, 2.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,95 @@ def test_profile_text_and_build_config_from_the_command_line(tmp_path: Path) -> 
     default = BuildConfig.from_cli(onnx=tmp_path / "m.onnx", precision=None, profile=None)
     assert (default.precision, default.profile, default.out, default.tf32) == ("fp16", DEFAULT_PROFILE,
                                                                                 Path("engines"), True)
+
+
+# --- the INT8 artifact must match the installed TensorRT --------------------------------------------------------
+
+
+def test_int8_target_mismatch_is_refused_in_both_directions() -> None:
+    from simplehand_deploy.trt.build import int8_target_for
+
+    assert int8_target_for("10.3.0.30") == "trt10" and int8_target_for("8.6.2.3") == "trt8"
+    check_source_graph("int8", "int8", "10.3.0", int8_target="trt10")
+    check_source_graph("int8", "int8", "8.6.2", int8_target="trt8")
+    with pytest.raises(UsageError, match=r"m-int8-trt8\.onnx is the INT8 artifact for trt8 \(opset 17, FP32 scales"
+                                         r".*TensorRT 10\.3\.0 needs the trt10 one: use the \*-int8-trt10\.onnx"):
+        check_source_graph("int8", "int8", "10.3.0", int8_target="trt8", name="m-int8-trt8.onnx")
+    with pytest.raises(UsageError, match=r"artifact for trt10 .*TensorRT 8\.6\.2 needs the trt8 one.*--target trt8"):
+        check_source_graph("int8", "int8", "8.6.2", int8_target="trt10", name="m.onnx")
+
+
+def _qdq_graph(path: Path, opset: int, scale: Any) -> Path:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    s = numpy_helper.from_array(np.array(0.1, scale), "s")
+    z = numpy_helper.from_array(np.array(0, np.int8), "z")
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    cast = [helper.make_node("Cast", ["x"], ["xc"], to=TensorProto.FLOAT16)] if scale == np.float16 else []
+    nodes = [*cast, helper.make_node("QuantizeLinear", ["xc" if cast else "x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+             helper.make_node("Cast", ["dq"], ["dqf"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["dqf", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [s, z, w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), str(path))
+    return path
+
+
+def test_int8_target_is_read_from_the_sidecar_else_inferred_from_the_graph(tmp_path: Path) -> None:
+    import numpy as np
+
+    from simplehand_deploy.trt.build import infer_int8_target, int8_target_of
+
+    assert infer_int8_target(17, {"float32"}) == "trt8"
+    assert infer_int8_target(19, {"float16"}) == "trt10" and infer_int8_target(19, {"float32"}) == "trt10"
+    assert infer_int8_target(13, {"float16"}) == "trt10"
+    assert int8_target_of(_qdq_graph(tmp_path / "a.onnx", 17, np.float32)) == ("trt8", "opset 17, float32 scales")
+    assert int8_target_of(_qdq_graph(tmp_path / "b.onnx", 19, np.float16)) == ("trt10", "opset 19, float16 scales")
+    (tmp_path / "a.json").write_text(json.dumps({"precision": "int8", "int8_target": "trt10"}))
+    assert int8_target_of(tmp_path / "a.onnx") == ("trt10", "sidecar")  # the record wins over the guess
+
+
+def test_int8_targets_of_the_engine_job_artifacts_without_sidecars(trained_engines, tmp_path: Path) -> None:
+    """`make engine`'s two INT8 artifacts, their sidecars removed: the graph alone says which TensorRT each is for."""
+    import shutil
+
+    from simplehand_deploy.trt.build import int8_target_of
+
+    for target in ("trt10", "trt8"):
+        bare = shutil.copy(trained_engines[f"int8-{target}"], tmp_path / f"{target}.onnx")
+        assert int8_target_of(Path(bare))[0] == target
+
+
+def test_preview_profile_sharing_only_before_10_and_only_where_it_exists() -> None:
+    from simplehand_deploy.trt.build import preview_features
+
+    names = {"PROFILE_SHARING_0806": 0, "ALIASED_PLUGIN_IO_10_03": 1}
+    assert preview_features(8, names) == ("PROFILE_SHARING_0806",) and preview_features(9, names)
+    assert preview_features(8, {}) == ()  # 8.5 has no such feature: the runtime falls back to one context
+    assert preview_features(10, names) == () and preview_features(11, names) == ()
+
+
+# --- one FP32 island --------------------------------------------------------------------------------------------
+
+
+def test_builder_pins_exactly_what_the_fp16_graph_keeps_fp32(trained_engines) -> None:
+    """On the exported graph: the node set the TensorRT < 10 builder pins FP32 equals the set of float nodes
+    the FP16 artifact computes in FP32 (attention scores included)."""
+    import onnx
+
+    from simplehand_deploy.trt.build import fp32_island
+
+    fp16 = onnx.shape_inference.infer_shapes(onnx.load(str(trained_engines["fp16"])))
+    g = fp16.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
+    original = {n.name for n in onnx.load(str(trained_engines["fp32"])).graph.node}
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    float_nodes = {n.name: n for n in g.node if n.name in original and any(types.get(o) in floats for o in n.output)}
+    kept_fp32 = {name for name, n in float_nodes.items()
+                 if all(types.get(o) != onnx.TensorProto.FLOAT16 for o in n.output)}
+    pinned = fp32_island(trained_engines["fp32"]) & set(float_nodes)
+    assert any("token_mixer/Mul" in n for n in pinned)  # the attention scale, missing from the old builder set
+    assert pinned == kept_fp32

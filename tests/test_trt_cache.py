@@ -220,3 +220,37 @@ def test_plan_selection_skips_stale_and_foreign_plans():
     # an older sidecar without the new fields is compared on what it has
     old = {"key_inputs": {k: v for k, v in built["key_inputs"].items() if k not in ("gpu_sm_count", "gpu_memory_mb")}}
     assert plan_skip_reason(old, onnx_shas={"a" * 64}, machine=here) is None
+
+
+def test_a_plan_for_another_tensorrt_cuda_flavour_is_a_clean_skip():
+    """A cu12 plan under a cu13 TensorRT of the same version: one skipped row, not an error row at load time."""
+    from simplehand_deploy.artifact import EngineArtifact
+    from simplehand_deploy.trt.cache import machine_key_fields, plan_skip_reason
+
+    def sidecar(trt_cuda: str) -> EngineArtifact:
+        doc = {"key_inputs": {**dataclasses.asdict(BASE), "trt_cuda": trt_cuda}}
+        return EngineArtifact.from_json(doc, "k.json", path=Path("k.plan"))
+
+    dev = {"name": BASE.gpu_name, "sm": BASE.gpu_sm}
+    here = machine_key_fields(BASE.trt_version, dev, trt_cuda="cu13")
+    assert here["trt_cuda"] == "cu13"
+    assert plan_skip_reason(sidecar("cu12"), onnx_shas=None, machine=here) == (
+        "built for TensorRT CUDA cu12, this machine has cu13")
+    assert plan_skip_reason(sidecar("cu13"), onnx_shas=None, machine=here) is None
+    # a side that does not know its flavour ("unknown": no wheel, no dpkg record) is not compared
+    assert plan_skip_reason(sidecar("unknown"), onnx_shas=None, machine=here) is None
+    assert plan_skip_reason(sidecar("cu12"), onnx_shas=None, machine={**here, "trt_cuda": "unknown"}) is None
+
+
+def test_preview_features_enter_the_key_only_when_set(tmp_path):
+    from simplehand_deploy.trt.cache import current_key_inputs
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\x07")
+    dev = {"name": "Orin", "sm": "8.7", "cuda_major": "11"}
+    plain = current_key_inputs(onnx, "fp16", trt_version="8.6.2.3", device=dev, trt_cuda="cu11")
+    shared = current_key_inputs(onnx, "fp16", trt_version="8.6.2.3", device=dev, trt_cuda="cu11",
+                                preview=("PROFILE_SHARING_0806",))
+    assert plain.extra == {"recipe": {}}  # every key made without a preview feature is unchanged
+    assert shared.extra["preview_features"] == ["PROFILE_SHARING_0806"]
+    assert engine_key(plain) != engine_key(shared)

@@ -199,3 +199,115 @@ def test_onnx_int8_weight_share_counts_quantised_layers_by_weight(tmp_path):
     # the builder's expectation: the lower of sidecar MAC share and weight share, minus the margin
     assert expected_share("int8", 0.9, 0.75) == pytest.approx(0.55)
     assert expected_share("int8", 0.6, 0.75) == pytest.approx(0.4)
+
+
+# --- weighing engine layers by the ONNX graph's MACs (`check-engine --onnx`) -----------------------------------
+
+
+def _myelin_onnx(path: Path) -> Path:
+    """The graph behind the *_myelin_gemm_trt10.json dumps: an INT8 stem conv (432 weights, 110,592 MACs), two
+    INT8 MLP MatMuls (8,192 weights, 2,097,152 MACs each) and a float head (4,096 weights and MACs)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a, n) for n, a in (
+        ("w1", rng.normal(size=(16, 3, 3, 3)).astype(np.float32)),
+        ("w2", rng.normal(size=(16, 512)).astype(np.float32)), ("w3", rng.normal(size=(512, 16)).astype(np.float32)),
+        ("w4", rng.normal(size=(16, 256)).astype(np.float32)),
+        ("s", np.array(0.05, np.float32)), ("z", np.array(0, np.int8)), ("zc", np.zeros(16, np.int8)),
+        ("sc", np.full(16, 0.01, np.float32)), ("zm", np.zeros(512, np.int8)), ("sm", np.full(512, 0.01, np.float32)),
+        ("tok", np.array([1, 16, 256], np.int64)))]
+
+    def qdq(x: str, s: str = "s", z: str = "z", axis: int | None = None) -> list:
+        kw = {} if axis is None else {"axis": axis}
+        return [helper.make_node("QuantizeLinear", [x, s, z], [x + "_q"], name=f"/q/{x}", **kw),
+                helper.make_node("DequantizeLinear", [x + "_q", s, z], [x + "_dq"], name=f"/dq/{x}", **kw)]
+
+    nodes = [*qdq("x"), *qdq("w1", "sc", "zc", 0),
+             helper.make_node("Conv", ["x_dq", "w1_dq"], ["c"], name="/stem/conv/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="/stem/act/Relu"),
+             helper.make_node("Reshape", ["r", "tok"], ["t0"], name="/to_tokens/Reshape"),
+             helper.make_node("Transpose", ["t0"], ["t"], name="/to_tokens/Transpose", perm=[0, 2, 1]),
+             *qdq("t"), *qdq("w2", "sm", "zm", 1),
+             helper.make_node("MatMul", ["t_dq", "w2_dq"], ["h"], name="/blocks.0/mlp/fc1/MatMul"),
+             *qdq("h"), *qdq("w3", "sc", "zc", 1),
+             helper.make_node("MatMul", ["h_dq", "w3_dq"], ["h2"], name="/blocks.0/mlp/fc2/MatMul"),
+             helper.make_node("ReduceMean", ["h2"], ["p"], name="/head/ReduceMean", axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["p", "w4"], ["y"], name="/head/MatMul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_layer_names_locate_onnx_nodes():
+    from simplehand_deploy.trt.inspect import mac_weights, matched_nodes
+
+    nodes = {"/a/Conv": 10, "/a/Conv_1": 20, "/b/MatMul": 40, "/c/Gemm": 8}
+    assert matched_nodes("/a/Conv + /a/act/Relu", nodes) == ["/a/Conv"]
+    assert matched_nodes("/a/Conv_1", nodes) == ["/a/Conv_1"]  # a longer node name is not its prefix's
+    assert matched_nodes("{ForeignNode[/a/Conv_1.../b/MatMul]}", nodes) == ["/a/Conv_1", "/b/MatMul"]
+    assert matched_nodes("/c/Gemm_MatMul", nodes) == ["/c/Gemm"]  # an extra layer the parser made for one node
+    assert matched_nodes("/stem/conv/Conv_int8", nodes) == []
+    # a node inside two layers is split between them; a layer matching nothing weighs 0
+    assert mac_weights(["/b/MatMul", "/b/MatMul + /c/Gemm", "other"], nodes) == [20, 28, 0]
+
+
+def test_weightless_myelin_gemms_weigh_their_onnx_macs(tmp_path):
+    """TensorRT >= 9 may show Myelin-compiled GEMMs without Weights.Count: by weight count an honest INT8 engine
+    looks 10% INT8 (refused); by the ONNX graph's MACs it is 99.9% INT8, and a fake one stays at 0%."""
+    from simplehand_deploy.trt.build import required_share, verify_built
+    from simplehand_deploy.trt.inspect import onnx_macs
+
+    onnx_path = _myelin_onnx(tmp_path / "m.onnx")
+    honest, fake = _dump("int8_myelin_gemm_trt10.json"), _dump("fake_int8_myelin_gemm_trt10.json")
+    by_weights = analyse(honest)
+    assert by_weights.share("int8") == pytest.approx(434 / (434 + 4096))
+    assert not judge(by_weights, "int8", required_share(onnx_path, "int8", by_weights=True)).ok  # today's refusal
+    macs = onnx_macs(onnx_path)
+    assert macs["/blocks.0/mlp/fc1/MatMul"] == 2_097_152 and macs["/head/MatMul"] == 4096
+    report = analyse(honest, macs=macs)
+    int8 = 110_592 + 2 * 2_097_152
+    assert report.share("int8") == pytest.approx(int8 / (int8 + 4096), abs=1e-6) and report.unmatched == []
+    need = required_share(onnx_path, "int8")
+    assert need == pytest.approx(int8 / (int8 + 4096) - 0.2)
+    verdict, built_need = verify_built(honest, "int8", onnx_path)
+    assert verdict.ok and built_need == pytest.approx(need) and "weighted by the ONNX graph's MACs" in verdict.message
+    fake_verdict, _ = verify_built(fake, "int8", onnx_path)
+    assert not fake_verdict.ok and fake_verdict.share == 0.0 and analyse(fake, macs=macs).mix == "fp16+fp32"
+
+
+def test_check_engine_onnx_option(tmp_path, capsys):
+    onnx_path = _myelin_onnx(tmp_path / "m.onnx")
+    honest, fake = FIX / "int8_myelin_gemm_trt10.json", FIX / "fake_int8_myelin_gemm_trt10.json"
+    assert _run(deploy, ["check-engine", str(honest), "--precision", "int8"]) == 1  # Weights.Count: 9.6%
+    capsys.readouterr()
+    assert _run(deploy, ["check-engine", str(honest), "--precision", "int8", "--onnx", str(onnx_path)]) == 0
+    out = capsys.readouterr().out
+    assert "weighted by the ONNX graph's MACs" in out and ">= 79.9%" in out  # the graph's own share minus 0.2
+    assert _run(deploy, ["check-engine", str(fake), "--precision", "int8", "--onnx", str(onnx_path)]) == 1
+    assert _run(deploy, ["check-engine", str(honest), "--precision", "int8", "--onnx", str(onnx_path),
+                         "--min-share", "0.9995"]) == 1
+    assert _run(deploy, ["check-engine", str(honest), "--precision", "int8", "--onnx", str(tmp_path / "no.onnx")]) == 2
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    capsys.readouterr()
+    assert _run(deploy, ["check-engine", str(honest), "--precision", "int8", "--onnx", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.onnx: not a readable ONNX graph" in err
+
+
+def test_layers_matching_no_onnx_node_are_reported(tmp_path):
+    onnx_path = _myelin_onnx(tmp_path / "m.onnx")
+    dump = _dump("int8_myelin_gemm_trt10.json")
+    dump["Layers"].append({"Name": "foreign_gemm", "LayerType": "gemm",
+                           "Inputs": [{"Format/Datatype": "Row major linear FP32"}]})
+    from simplehand_deploy.trt.inspect import format_report, onnx_macs
+
+    report = analyse(dump, macs=onnx_macs(onnx_path))
+    assert report.unmatched == ["foreign_gemm"] and report.counts["fp32"] == 1 and report.weights["fp32"] == 0
+    assert any("foreign_gemm" in line and "match no ONNX node" in line for line in format_report(report))
+    assert "1 compute layer(s) match no ONNX node (weight 0): foreign_gemm" in judge(report, "int8").message

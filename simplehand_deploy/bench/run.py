@@ -42,6 +42,7 @@ class BenchConfig:
     calib: Path | None = None  # None: a synthetic set of 16 crops in calibration/
     out: Path | None = None  # None: benchmarks/results/<run-id>/
     threads: int | None = None  # None: each library's own
+    buffers: str = "auto"  # TensorRT's CUDA buffer backend: auto | torch | cuda-python | pycuda
     quiet: bool = False  # no progress bars or notes
 
     @classmethod
@@ -110,6 +111,9 @@ def run_bench(cfg: BenchConfig) -> BenchRun:
     from . import sweep
 
     names = sweep.parse_runners(cfg.runners)
+    from ..trt.runtime import choose_buffers
+
+    choose_buffers(cfg.buffers, {})  # a misspelt --buffers fails before any work
     on_gpu = bool(gpu_info())
     batches = sweep.parse_batches(cfg.batch_sizes, on_gpu)
     if cfg.iterations < 1 or cfg.duration < 0 or cfg.warmup < 0:
@@ -125,7 +129,7 @@ def run_bench(cfg: BenchConfig) -> BenchRun:
     found_onnx, found_plans = sweep.find_artifacts(cfg.engines_dir, info.config, info.short)
     specs = sweep.build_specs(names, model=model, info=info, onnx=list(cfg.onnx) or found_onnx,
                               plans=list(cfg.engines) or found_plans, engines_dir=cfg.engines_dir, quiet=cfg.quiet,
-                              threads=cfg.threads, check_plans=not cfg.engines)
+                              threads=cfg.threads, check_plans=not cfg.engines, buffers=cfg.buffers)
     env = fingerprint()
     common = {"config": info.config, "weights": info.short, **env}
     frames = []

@@ -69,9 +69,11 @@ def find_artifacts(engines_dir: Path, config: str, weights: str) -> tuple[list[P
 
 
 def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence[Path], plans: Sequence[Path],
-                engines_dir: Path, quiet: bool, threads: int | None = None, check_plans: bool = True) -> list[Spec]:
+                engines_dir: Path, quiet: bool, threads: int | None = None, check_plans: bool = True,
+                buffers: str = "auto") -> list[Spec]:
     """Runner specs; TensorRT plans go through `select_plans` (`check_plans=False`: plans the user named
-    are not checked against the current ONNX artifacts, only against this machine)."""
+    are not checked against the current ONNX artifacts, only against this machine) and run on the
+    `buffers` backend."""
     from ..runners import get_runner
 
     names = {"torch": "torch_eager", "torch_unfused": "torch_unfused", "torch_compile": "torch_compile"}
@@ -92,7 +94,8 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
         elif name == "tensorrt":
             for p, precision, reason in select_plans(plans, onnx if check_plans else None):
                 if reason is None:
-                    specs.append(Spec("tensorrt", precision, str(p), partial(get_runner, "tensorrt", plan=p)))
+                    specs.append(Spec("tensorrt", precision, str(p),
+                                      partial(get_runner, "tensorrt", plan=p, buffers=buffers)))
                 else:
                     specs.append(Spec("tensorrt", precision, str(p), partial(_unavailable, reason)))
             if not plans:

@@ -193,28 +193,42 @@ def regressor() -> np.ndarray:
     return R.astype(np.float32)
 
 
-def sample_scene(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One hand in a camera: K, xyz (21,3) and vertices (778,3) in metres, camera frame."""
+def sample_scene(rng: np.random.Generator, K: np.ndarray | None = None,
+                 size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), left: bool = False) -> dict[str, np.ndarray]:
+    """One hand in a camera: K, xyz (21,3) and vertices (778,3) in metres, camera frame.
+
+    Default: a 224 x 224 FreiHAND-like camera drawn per sample. With `K` (a fixed camera, e.g. DexYCB's
+    640 x 480 ones) the hand is placed anywhere in the image of `size` (width, height). `left` mirrors the
+    hand's own geometry (x in the hand frame), making a genuine left hand.
+    """
+    w, h = size
     for _ in range(100):
         joints_h, angles = pose_hand(rng)
+        if left:
+            joints_h = joints_h * np.array([-1.0, 1.0, 1.0])
         rot = random_rotation(rng)
-        f = rng.uniform(420, 620)
-        K = np.array([[f, 0, 112 + rng.uniform(-4, 4)], [0, f, 112 + rng.uniform(-4, 4)], [0, 0, 1.0]])
-        depth = rng.uniform(0.45, 0.75)
-        centre = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), depth])
+        if K is None:
+            f = rng.uniform(420, 620)
+            cam = np.array([[f, 0, 112 + rng.uniform(-4, 4)], [0, f, 112 + rng.uniform(-4, 4)], [0, 0, 1.0]])
+            depth = rng.uniform(0.45, 0.75)
+            centre = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), depth])
+        else:
+            cam = np.asarray(K, dtype=np.float64)
+            depth = rng.uniform(0.45, 0.75)
+            pixel = rng.uniform(0.2, 0.8, 2) * np.array([w, h])
+            centre = np.append((pixel - cam[:2, 2]) / np.diag(cam)[:2] * depth, depth)
         joints_c = (joints_h - joints_h[9]) @ rot.T + centre
         verts_c = skin(joints_c)
-        uv = joints_c @ K.T
+        uv = joints_c @ cam.T
         uv = uv[:, :2] / uv[:, 2:3]
-        if joints_c[:, 2].min() > 0.15 and (uv > 4).all() and (uv < IMAGE_SIZE - 4).all():
-            return {"K": K, "xyz": joints_c, "vertices": verts_c, "angles": angles}
+        if joints_c[:, 2].min() > 0.15 and (uv > 4).all() and (uv[:, 0] < w - 4).all() and (uv[:, 1] < h - 4).all():
+            return {"K": cam, "xyz": joints_c, "vertices": verts_c, "angles": angles}
     raise RuntimeError("could not place a synthetic hand inside the image")  # pragma: no cover
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
+def _background(rng: np.random.Generator, w: int = IMAGE_SIZE, h: int = IMAGE_SIZE) -> np.ndarray:
     import cv2
 
-    h = w = IMAGE_SIZE
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
     img = (c0 * (1 - t) + c1 * t) * np.ones((h, w, 1))
@@ -222,18 +236,20 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     for _ in range(int(rng.integers(2, 8))):  # clutter
         colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
         if rng.random() < 0.5:
-            cv2.circle(img, tuple(int(v) for v in rng.uniform(0, w, 2)), int(rng.uniform(5, 40)), colour, -1)
+            cv2.circle(img, tuple(int(v) for v in rng.uniform(0, 1, 2) * (w, h)), int(rng.uniform(5, 40)), colour, -1)
         else:
-            p = rng.uniform(0, w, (2, 2)).astype(int)
+            p = (rng.uniform(0, 1, (2, 2)) * (w, h)).astype(int)
             cv2.rectangle(img, tuple(p[0].tolist()), tuple(p[1].tolist()), colour, -1)
     return img
 
 
-def render(scene: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """BGR uint8 224x224: palm polygon and limbs as shaded capsules, far parts first."""
+def render(scene: dict[str, np.ndarray], rng: np.random.Generator,
+           size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:
+    """BGR uint8 image of `size` (width, height; default 224x224): palm polygon and limbs as shaded capsules,
+    far parts first."""
     import cv2
 
-    img = _background(rng)
+    img = _background(rng, *size)
     K, xyz = scene["K"], scene["xyz"]
     uv = xyz @ K.T
     uv = uv[:, :2] / uv[:, 2:3]
@@ -295,6 +311,74 @@ def generate(
     return out
 
 
+# DexYCB layout: two subjects, two cameras (the release's first two serials, with a RealSense-like K each),
+# FRAMES_PER_VIEW frames per camera; sequences alternate right and left hands; every third sequence's last frame
+# has no hand (labels -1, as the release writes them) so readers meet one.
+DEXYCB_SUBJECTS = ("synthetic-subject-01", "synthetic-subject-02")
+FRAMES_PER_VIEW = 4
+
+
+def generate_dexycb(out_dir: str | os.PathLike[str], num: int, seed: int = 0, *, progress: bool = True) -> Path:
+    """Write about `num` frames (whole sequences: rounded up to 2 cameras x FRAMES_PER_VIEW) in DexYCB's released
+    layout; labels carry joint_3d, joint_2d, pose_m (only its translation is meaningful: these hands are not MANO)
+    and `vertices` (778, 3), an extra the reader prefers over a MANO forward pass."""
+    import cv2
+
+    from ..errors import UsageError
+    from .dexycb import HEIGHT, SERIALS, WIDTH
+
+    if num < 1:
+        raise UsageError(f"--num must be >= 1 (got {num})")
+    out = Path(out_dir)
+    check_out_dir(out, ("calibration",), "a synthetic DexYCB set")
+    rng = np.random.default_rng([seed, 2])
+    serials = SERIALS[:2]
+    cams = {s: np.array([[f, 0, WIDTH / 2 + dx], [0, f, HEIGHT / 2 + dy], [0, 0, 1.0]])
+            for s, f, dx, dy in zip(serials, (615.0, 608.0), (3.5, -6.0), (-2.0, 4.5), strict=True)}
+    n_seq = -(-num // (len(serials) * FRAMES_PER_VIEW))
+    with atomic_path(out, is_dir=True) as tmp:
+        intr = tmp / "calibration" / "intrinsics"
+        intr.mkdir(parents=True)
+        for s, K in cams.items():
+            (intr / f"{s}_{WIDTH}x{HEIGHT}.yml").write_text(
+                f"color:\n  fx: {K[0, 0]}\n  fy: {K[1, 1]}\n  ppx: {K[0, 2]}\n  ppy: {K[1, 2]}\n")
+        for q in track(range(n_seq), "synth dexycb", progress):
+            subject = DEXYCB_SUBJECTS[q % len(DEXYCB_SUBJECTS)]
+            side, calib = ("right", "left")[q % 2], f"{subject}_{q % 2}"
+            seq = tmp / subject / f"seq_{q:03d}"
+            mano_dir = tmp / "calibration" / f"mano_{calib}"
+            if not mano_dir.is_dir():
+                mano_dir.mkdir(parents=True)
+                betas = ", ".join(f"{v:.4f}" for v in rng.normal(0, 0.5, 10))
+                (mano_dir / "mano.yml").write_text(f"betas: [{betas}]\n")
+            seq.mkdir(parents=True)
+            (seq / "meta.yml").write_text(
+                f"serials: [{', '.join(repr(s) for s in serials)}]\nnum_frames: {FRAMES_PER_VIEW}\n"
+                f"mano_sides: [{side}]\nmano_calib: [{calib}]\nycb_ids: [1]\nycb_grasp_ind: 0\n")
+            for s, K in cams.items():
+                (seq / s).mkdir()
+                for f in range(FRAMES_PER_VIEW):
+                    handless = q % 3 == 2 and f == FRAMES_PER_VIEW - 1
+                    if handless:
+                        image = _background(rng, WIDTH, HEIGHT)
+                        labels = {"joint_3d": -np.ones((1, 21, 3)), "joint_2d": -np.ones((1, 21, 2)),
+                                  "pose_m": np.zeros((1, 51))}
+                    else:
+                        scene = sample_scene(rng, K, (WIDTH, HEIGHT), left=side == "left")
+                        image = render(scene, rng, (WIDTH, HEIGHT))
+                        uv = scene["xyz"] @ K.T
+                        pose = np.zeros(51)
+                        pose[48:] = scene["xyz"][0]
+                        labels = {"joint_3d": scene["xyz"][None], "joint_2d": (uv[:, :2] / uv[:, 2:3])[None],
+                                  "pose_m": pose[None], "vertices": scene["vertices"][None]}
+                    cv2.imwrite(str(seq / s / f"color_{f:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                    np.savez(seq / s / f"labels_{f:06d}.npz", **{k: v.astype(np.float32) for k, v in labels.items()})
+    return out
+
+
+LAYOUTS = ("freihand", "dexycb")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """`simplehand-deploy synth`: where, how many, which seed; every default is the command's."""
@@ -303,6 +387,7 @@ class SynthConfig:
     num: int = 1000
     seed: int = 0
     eval_num: int = 0
+    layout: str = "freihand"  # or "dexycb" (--num frames; --eval-num does not apply)
     progress: bool = True
 
     @classmethod
@@ -313,9 +398,15 @@ class SynthConfig:
         cfg = cls(progress=not quiet, **{k: v for k, v in options.items() if v is not None})
         if cfg.num < 1:
             raise UsageError(f"--num must be >= 1 (got {cfg.num})")
+        if cfg.layout not in LAYOUTS:
+            raise UsageError(f"--layout {cfg.layout!r}: choose one of {', '.join(LAYOUTS)}")
+        if cfg.layout == "dexycb" and cfg.eval_num:
+            raise UsageError("--eval-num applies to --layout freihand only (DexYCB splits are by folder: use --split)")
         return cfg
 
 
 def run_synth(cfg: SynthConfig) -> Path:
     """Write the synthetic set `cfg` describes; the folder written."""
+    if cfg.layout == "dexycb":
+        return generate_dexycb(cfg.out, cfg.num, cfg.seed, progress=cfg.progress)
     return generate(cfg.out, cfg.num, cfg.seed, eval_num=cfg.eval_num, progress=cfg.progress)

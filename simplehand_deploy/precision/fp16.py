@@ -23,12 +23,27 @@ from .graph import sensitive_nodes
 
 FP16_BLOCK_OPS = ("LayerNormalization", "Softmax", "GridSample")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+# Float inputs that are parameters, not data: ONNX types them float32 whatever the data's precision (Resize's
+# roi and scales: HRNet's fuse layers upsample with Resize). They are never converted or cast.
+FLOAT32_INPUTS = {"Resize": (1, 2)}
+
+
+def _is_float32_param(node: Any, position: int) -> bool:
+    return position in FLOAT32_INPUTS.get(node.op_type, ())
 
 
 def island(graph: Any) -> set[str]:
     """Node names that stay FP32 whatever --block says: grid path, vertex head, attention scores."""
     marks = sensitive_nodes(graph)
     return marks["grid_path"] | marks["vertex_head"] | marks["attention_scores"]
+
+
+def fp32_island(graph: Any, block_ops: Iterable[str] = FP16_BLOCK_OPS) -> set[str]:
+    """THE FP32 island: every node the FP16 graph keeps FP32 (`island` plus the op types or node names in
+    `block_ops`). `to_fp16` keeps exactly these FP32 here, and the TensorRT builder pins exactly these on
+    weak-typed TensorRT (< 10), so the two can never drift apart."""
+    block = set(block_ops)
+    return island(graph) | {n.name for n in graph.node if n.op_type in block or n.name in block}
 
 
 def to_fp16(model: Any, fp32_nodes: Iterable[str], block_ops: Iterable[str] = FP16_BLOCK_OPS) -> Any:
@@ -60,8 +75,12 @@ def to_fp16(model: Any, fp32_nodes: Iterable[str], block_ops: Iterable[str] = FP
         for i in n.input:
             consumers.setdefault(i, []).append(n)
 
+    params = {i for n in g.node for k, i in enumerate(n.input) if _is_float32_param(n, k)}
+
     def is_half(node: Any) -> bool:
         if node.op_type in block or node.name in block or node.name in fp32 or node.op_type in QDQ_OPS:
+            return False
+        if node.output and all(o in params for o in node.output):  # makes a float32 parameter (a Constant)
             return False
         return any(types.get(o) == FLOAT for o in node.output)
 
@@ -74,7 +93,8 @@ def to_fp16(model: Any, fp32_nodes: Iterable[str], block_ops: Iterable[str] = FP
     precision: dict[str, int] = {i.name: FLOAT for i in g.input}  # tensor -> its stored float type
     new_inits = []
     for name, t in inits.items():
-        if t.data_type == FLOAT and consumers.get(name) and all(c.name in half_nodes for c in consumers[name]):
+        if (t.data_type == FLOAT and name not in params and consumers.get(name)
+                and all(c.name in half_nodes for c in consumers[name])):
             arr = numpy_helper.to_array(t).astype(np.float16)
             new_inits.append(numpy_helper.from_array(arr, name))
             precision[name] = HALF
@@ -100,7 +120,7 @@ def to_fp16(model: Any, fp32_nodes: Iterable[str], block_ops: Iterable[str] = FP
         want = HALF if n.name in half_nodes else FLOAT
         for k, i in enumerate(n.input):
             have = precision.get(i)
-            if have in (FLOAT, HALF) and have != want and n.op_type != "Cast":
+            if have in (FLOAT, HALF) and have != want and n.op_type != "Cast" and not _is_float32_param(n, k):
                 n.input[k] = cast_to(i, want)
         if n.op_type == "Cast" and n.name in half_nodes:
             for a in n.attribute:
@@ -148,8 +168,8 @@ def convert_fp16(
 
     model = load_onnx(src)
     block = set(blocklist if blocklist is not None else FP16_BLOCK_OPS)
-    fp32_nodes = island(model.graph)
-    to_fp16(model, fp32_nodes, block)
+    fp32_nodes = island(model.graph)  # the recipe records the island; blocked op types are recorded apart
+    to_fp16(model, fp32_island(model.graph, block), block)
     out = Path(out)
     with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))

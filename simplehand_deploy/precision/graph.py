@@ -150,6 +150,14 @@ def sensitive_nodes(graph: Any, head_layers: int = 2) -> dict[str, set[str]]:
             "depthwise": {n.name for n in graph.node if is_depthwise(n)}, "attention_scores": attention_scores(graph)}
 
 
+def activation_matmuls(graph: Any, within: set[str] | None = None) -> set[str]:
+    """Names of the MatMuls that multiply two activations (no initializer input): attention scores and attention
+    x values; `within` limits them to those node names."""
+    inits = {t.name for t in graph.initializer}
+    return {n.name for n in graph.node if n.op_type == "MatMul" and not any(i in inits for i in n.input)
+            and (within is None or n.name in within)}
+
+
 def resolve_exclude(graph: Any, exclude: Sequence[str]) -> set[str]:
     """Node names for --exclude entries: a node name, or an op type meaning all nodes of that type.
 

@@ -24,14 +24,15 @@ from ..export import ARTIFACT_FORMAT, load_onnx
 from ..fileio import atomic_path, sha256_file
 from ..literals import METHODS, PLACEMENTS, QUANTIZERS, TARGETS, Method, Placement, Quantizer, Target
 from .fp16 import FP16_BLOCK_OPS, island, to_fp16
-from .graph import INT8_OPS, resolve_exclude, sensitive_nodes
+from .graph import INT8_OPS, activation_matmuls, resolve_exclude, sensitive_nodes
 from .macs import int8_mac_share, qdq_count
 
 # Calibration methods: METHODS (literals.Method).
-# Where Q/DQ goes. `dense`: the backbone's dense convolutions and matmuls and the deconvolution (the
-# share of weighted-layer MACs this makes INT8 is read from the graph, `int8_mac_share`, in every
-# sidecar), with depthwise convolutions and the token regressor after grid sampling kept float. `all`:
-# every weighted layer outside the always-float parts.
+# Where Q/DQ goes (`float_nodes`). `dense`: the backbone's dense convolutions and matmuls and the deconvolution
+# (the share of weighted-layer MACs this makes INT8 is read from the graph, `int8_mac_share`, in every
+# sidecar), with depthwise convolutions and the token regressor after grid sampling kept float. `all`: every
+# weighted layer outside the always-float parts. `matched`: `all` with the vertex head's token upsample INT8 and
+# the token regressor's activation x activation MatMuls float, ModelOpt's choice of layers.
 # (PLACEMENTS, literals.Placement)
 DEFAULT_PLACEMENT: Placement = "dense"
 # What the artifact is for. `trt10`: TensorRT >= 10 builds strongly typed, so a DequantizeLinear's output
@@ -139,11 +140,7 @@ def quantize_int8(
 
     cal = load_calibration_set(calib)
     graph = load_onnx(src)
-    marks = sensitive_nodes(graph.graph)
-    head = sensitive_nodes(graph.graph, head_layers=1)["vertex_head"] if int8_upsample else marks["vertex_head"]
-    keep_float = marks["grid_path"] | head | resolve_exclude(graph.graph, exclude or ())
-    if placement == "dense":
-        keep_float |= marks["token_regressor"] | marks["depthwise"]
+    keep_float = float_nodes(graph.graph, placement, exclude or (), int8_upsample=int8_upsample)
     weighted = {n.name for n in graph.graph.node if n.op_type in INT8_OPS}
     excluded = sorted(keep_float & weighted)
     out = Path(out)
@@ -207,6 +204,26 @@ def quantize_int8(
     return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="int8",
                                            opset=TARGET_OPSET[target], int8_target=target, int8=recipe,
                                            onnx_sha256=sha256_file(out)).write()
+
+
+def float_nodes(graph: Any, placement: Placement, exclude: Sequence[str] = (), *, int8_upsample: bool = False
+                ) -> set[str]:
+    """The nodes a placement keeps float (the one definition of the placements; names nodes first).
+
+    Always: the grid path and the vertex head (its last two weighted layers; `int8_upsample` or `matched`: only
+    the 64 -> 3 projection) and `exclude`. `dense`: also the token regressor after grid sampling and every
+    depthwise convolution. `matched`: the vertex head's token upsample INT8, the token regressor's
+    activation x activation MatMuls float (ModelOpt's layer set, near its INT8 MAC share).
+    """
+    marks = sensitive_nodes(graph)
+    upsample_int8 = int8_upsample or placement == "matched"
+    head = sensitive_nodes(graph, head_layers=1)["vertex_head"] if upsample_int8 else marks["vertex_head"]
+    keep = marks["grid_path"] | head | resolve_exclude(graph, exclude)
+    if placement == "dense":
+        keep |= marks["token_regressor"] | marks["depthwise"]
+    elif placement == "matched":
+        keep |= activation_matmuls(graph, marks["token_regressor"])
+    return keep
 
 
 @dataclass(frozen=True)

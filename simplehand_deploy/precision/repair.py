@@ -85,11 +85,12 @@ def repair(src: Path, out: Path, quantise: Quantise, excluded: list[str], budget
     chunks = [c.tolist() for c in np.array_split(np.array(nodes, dtype=object), min(groups, len(nodes))) if len(c)]
     probe = out.with_suffix(".probe.onnx")
     try:
-        sens = []
-        for k in range(len(chunks)):
-            others = [n for j, c in enumerate(chunks) if j != k for n in c]
-            quantise(src, probe, excluded + others, False)
-            sens.append(drift_mm(ref, probe, check_images))
+        # each group's sensitivity: the quantised graph with only that group's Q/DQ kept (the per-layer
+        # sensitivity report's bypass, `sensitivity.group_drift`), the same scales as the full graph
+        from .sensitivity import group_drift
+
+        quantised = onnx.load(str(out))
+        sens = [group_drift(quantised, chunk, check_images, ref) for chunk in chunks]
         order = sorted(range(len(chunks)), key=lambda k: -sens[k])
         report["group_sensitivity_mm"] = [{"group": k, "first": chunks[k][0], "nodes": len(chunks[k]),
                                            "drift_mm": sens[k]} for k in range(len(chunks))]

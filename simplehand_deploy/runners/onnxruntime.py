@@ -12,7 +12,8 @@ from .base import Lifecycle
 
 
 class OrtRunner(Lifecycle):
-    def __init__(self, onnx: str | os.PathLike[str], *, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, onnx: str | os.PathLike[str], *, device: str = "cpu", threads: int | None = None,
+                 spinning: bool = True) -> None:
         from ..errors import UsageError
 
         if not Path(onnx).is_file():
@@ -22,6 +23,7 @@ class OrtRunner(Lifecycle):
         self.artifact = str(onnx)
         self.device = device
         self._threads = threads
+        self._spinning = spinning  # False: session.intra_op.allow_spinning=0
         self.session: Any = None
         self._sha = ""
         self._staged: dict[int, dict[str, np.ndarray]] = {}
@@ -39,7 +41,8 @@ class OrtRunner(Lifecycle):
 
                 raise Unavailable("ONNX Runtime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        self.session = make_session(self.artifact, threads=self._threads, providers=providers)
+        self.session = make_session(self.artifact, threads=self._threads, providers=providers,
+                                    spinning=self._spinning)
         self.precision = graph_kind(self.artifact)
         self._sha = sha256_file(self.artifact)
 

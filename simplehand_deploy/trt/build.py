@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -23,12 +24,23 @@ from typing import Any, cast
 from .._deps import require_tensorrt
 from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layers_path, rejected_layers_path
 from ..defaults import DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, profile_text
-from ..env import require_cuda_device
+from ..env import GPU_PROBES, require_cuda_device
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
-from ..literals import PRECISIONS, Precision
+from ..literals import PRECISIONS, Precision, Target
 from .cache import current_key_inputs, engine_key, merge_timing_cache, plan_paths, timing_cache_name
-from .inspect import PrecisionReport, Verdict, analyse, expected_share, judge, onnx_int8_weight_share
+from .inspect import (
+    PrecisionReport,
+    Verdict,
+    analyse,
+    expected_share,
+    judge,
+    onnx_int8_mac_share,
+    onnx_int8_weight_share,
+    onnx_macs,
+)
+
+BUFFERS = ("auto", *GPU_PROBES)  # `--buffers`: how CUDA memory and the device are reached
 
 
 def parse_profile(text: str) -> tuple[int, int, int]:
@@ -54,6 +66,7 @@ class BuildConfig:
     opt_level: int | None = None
     force: bool = False
     tf32: bool = True
+    buffers: str = "auto"  # how the CUDA device is reached: auto | torch | cuda-python | pycuda
 
     @classmethod
     def from_cli(cls, *, profile: str | None = None, **options: Any) -> BuildConfig:
@@ -67,11 +80,18 @@ class BuildConfig:
 def run_build(cfg: BuildConfig) -> EngineArtifact:
     """The `build` command: build (or reuse) the engine `cfg` describes (`build_engine`)."""
     return build_engine(cfg.onnx, precision=cfg.precision, profile=cfg.profile, workspace_mb=cfg.workspace_mb,
-                        opt_level=cfg.opt_level, out_dir=cfg.out, force=cfg.force, tf32=cfg.tf32)
+                        opt_level=cfg.opt_level, out_dir=cfg.out, force=cfg.force, tf32=cfg.tf32,
+                        buffers=cfg.buffers)
 
 
 def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
+
+
+def check_buffers(buffers: str) -> str:
+    if buffers not in BUFFERS:
+        raise UsageError(f"--buffers {buffers!r}: choose one of {', '.join(BUFFERS)}")
+    return buffers
 
 
 def _flag(name: str) -> Any:
@@ -94,6 +114,7 @@ def build_engine(
     out_dir: str | os.PathLike[str] = "engines",
     force: bool = False,
     tf32: bool = True,
+    buffers: str = "auto",
 ) -> EngineArtifact:
     """Build (or reuse) `<out_dir>/<key>.plan` + `<key>.json` (+ `<key>.layers.json`) for one ONNX artifact.
 
@@ -102,19 +123,24 @@ def build_engine(
     never depends on it. The built engine's compute layers must show the requested precision (the
     `check-engine` rules; for INT8 at least the artifact's own INT8 share minus a margin), else the build
     fails and no plan is written. `tf32=False` clears TensorRT's default TF32 (recorded in key and sidecar).
+    `buffers` names how the CUDA device is probed (`env.cuda_device`); it is not part of the key.
 
     The steps: check the request, check the graph suits this TensorRT, key it, and under the plan's lock
     reuse a cached engine or build, verify and record a new one.
     """
     onnx_path = check_request(onnx_path, precision, profile)
+    check_buffers(buffers)
     trt = require_tensorrt()
-    device = require_cuda_device()
+    device = require_cuda_device(buffers)
     from ..ort import graph_kind
 
     trt_version = str(trt.__version__)
-    check_source_graph(precision, graph_kind(onnx_path), trt_version)
+    kind = graph_kind(onnx_path)
+    check_source_graph(precision, kind, trt_version, name=onnx_path.name,
+                       int8_target=int8_target_of(onnx_path)[0] if kind == "int8" else None)
+    preview = preview_features(trt_major(trt), getattr(getattr(trt, "PreviewFeature", None), "__members__", {}))
     inputs = current_key_inputs(onnx_path, precision, profile, workspace_mb=workspace_mb, opt_level=opt_level,
-                                trt_version=trt_version, device=device, tf32=tf32)
+                                trt_version=trt_version, device=device, tf32=tf32, preview=preview)
     key = engine_key(inputs)
     plan, sidecar = plan_paths(key, out_dir)
     from filelock import FileLock
@@ -128,9 +154,8 @@ def build_engine(
         island = fp32_island(onnx_path) if needs_fp32_pins(precision, trt_major(trt)) else set()
         data, layers, engine_mem = _build(onnx_path, precision, profile, workspace_mb, opt_level,
                                           Path(timing_cache_dir or Path(out_dir) / "timing-cache"), device,
-                                          tf32=tf32, island=island)
-        need = required_share(onnx_path, precision)
-        verdict = verify_precision(layers, precision, need)
+                                          tf32=tf32, island=island, preview=preview)
+        verdict, need = verify_built(layers, precision, onnx_path)
         _enforce_verdict(verdict, layers, plan, onnx_path, precision,
                          context=f"GPU {device['name']} SM {device['sm']}, TensorRT {trt_version}")
         return _write_engine(plan, data, layers, key=key, precision=cast(Precision, precision), onnx_path=onnx_path,
@@ -158,21 +183,68 @@ WEAK_SOURCES: dict[str, tuple[str, ...]] = {"fp32": ("fp32",), "fp16": ("fp32", 
 """TensorRT < 10 (precision by builder flag): which ONNX graph kinds each precision builds from."""
 
 
-def check_source_graph(precision: str, kind: str, trt_version: str) -> None:
+def check_source_graph(precision: str, kind: str, trt_version: str, *, int8_target: str | None = None,
+                       name: str = "this graph") -> None:
     """Does this graph (`ort.graph_kind`: fp32, fp16 or int8) give `precision` on this TensorRT? Strongly typed
-    (>= 10): only the graph of that precision; weak typing (< 10): the kinds in `WEAK_SOURCES`. UsageError
-    says which graph to make."""
+    (>= 10): only the graph of that precision; weak typing (< 10): the kinds in `WEAK_SOURCES`. An INT8 graph
+    must also be made for this TensorRT (`int8_target`, see `int8_target_of`). UsageError says which graph to
+    make."""
     if int(trt_version.split(".")[0]) >= 10:
         if precision != kind:
             raise UsageError(f"TensorRT {trt_version} builds strongly typed: {precision} needs the {precision} ONNX "
                              f"(this graph is {kind}); make it with `simplehand-deploy {precision} ...`")
-        return
-    sources = WEAK_SOURCES[precision]
-    if kind not in sources:
-        raise UsageError(f"TensorRT {trt_version} ({precision} by builder flag) needs the "
-                         f"{' or '.join(sources)} ONNX, not this {kind} graph"
-                         + (" (INT8 = the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration)"
-                            if precision == "int8" else ""))
+    else:
+        sources = WEAK_SOURCES[precision]
+        if kind not in sources:
+            raise UsageError(f"TensorRT {trt_version} ({precision} by builder flag) needs the "
+                             f"{' or '.join(sources)} ONNX, not this {kind} graph"
+                             + (" (INT8 = the Q/DQ graph from `simplehand-deploy int8`; no implicit calibration)"
+                                if precision == "int8" else ""))
+    if precision == "int8" and int8_target is not None:
+        check_int8_target(int8_target, trt_version, name)
+
+
+def int8_target_for(trt_version: str) -> Target:
+    """The INT8 artifact a TensorRT version builds as intended: trt10 (opset 19, FP16 scales: an FP16
+    remainder) from 10 on, trt8 (opset 17, FP32 scales) below."""
+    return "trt10" if int(trt_version.split(".")[0]) >= 10 else "trt8"
+
+
+_TARGET_WHAT = {"trt10": "opset 19, FP16 scales: for TensorRT >= 10", "trt8": "opset 17, FP32 scales: for TensorRT 8.x"}
+
+
+def check_int8_target(target: str, trt_version: str, name: str = "this graph") -> None:
+    """Refuse an INT8 artifact made for another TensorRT: a trt8 graph (FP32 scales) on >= 10 builds an
+    int8+fp32 engine that passes the precision check; a trt10 graph (opset 19) fails deep in 8.x's parser."""
+    want = int8_target_for(trt_version)
+    if target != want:
+        raise UsageError(f"{name} is the INT8 artifact for {target} ({_TARGET_WHAT.get(target, '?')}); TensorRT "
+                         f"{trt_version} needs the {want} one: use the *-int8-{want}.onnx that `make engine` writes, "
+                         f"or `simplehand-deploy int8 --target {want} ...`")
+
+
+def infer_int8_target(opset: int, scale_types: set[str]) -> Target:
+    """A Q/DQ graph's target from the graph alone (no sidecar): FP16 DequantizeLinear scales or an opset
+    above 17 (8.x parsers stop at 17) mean trt10; FP32 scales at opset <= 17 mean trt8."""
+    return "trt10" if opset > 17 or "float16" in scale_types else "trt8"
+
+
+def int8_target_of(onnx_path: Path) -> tuple[Target, str]:
+    """(target, how it is known) of a Q/DQ graph: the sidecar's `int8_target`, else `infer_int8_target`."""
+    art = OnnxArtifact.read_or_none(onnx_path)
+    if art is not None and art.int8_target is not None:
+        return art.int8_target, "sidecar"
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    consts = {o: a.t.data_type for n in model.graph.node if n.op_type == "Constant"
+              for a in n.attribute if a.name == "value" for o in n.output}
+    types = {**inits, **consts}
+    scales = {onnx.helper.tensor_dtype_to_np_dtype(types[n.input[1]]).name for n in model.graph.node
+              if n.op_type == "DequantizeLinear" and len(n.input) > 1 and n.input[1] in types}
+    return infer_int8_target(opset, scales), f"opset {opset}, {'/'.join(sorted(scales)) or 'no'} scales"
 
 
 def needs_fp32_pins(precision: str, major: int) -> bool:
@@ -188,11 +260,31 @@ def _cached_engine(plan: Path, sidecar: Path) -> EngineArtifact | None:
     return None if cached is None else dataclasses.replace(cached, cached=True, seconds=0.0)
 
 
-def required_share(onnx_path: Path, precision: str) -> float:
-    """The share of compute layers the built engine must run in `precision` (for INT8: the artifact's own)."""
-    source = OnnxArtifact.read_or_none(onnx_path)
-    return expected_share(precision, source.int8_share if source is not None else None,
-                          onnx_int8_weight_share(onnx_path) if precision == "int8" else None)
+def required_share(onnx_path: Path, precision: str, *, by_weights: bool = False) -> float:
+    """The share of compute layers the built engine must run in `precision`. For INT8: the graph's own INT8
+    MAC share (read from the graph, else its sidecar) minus the margin; `by_weights` (engine layers weighed
+    by Weights.Count): the lower of that and the graph's INT8 weight-count share, so both sides share a unit."""
+    if precision != "int8":
+        return expected_share(precision, None)
+    share = _quietly(onnx_int8_mac_share, onnx_path)
+    if share is None:
+        source = OnnxArtifact.read_or_none(onnx_path)
+        share = source.int8_share if source is not None else None
+    return expected_share(precision, share, _quietly(onnx_int8_weight_share, onnx_path) if by_weights else None)
+
+
+def _quietly(read: Any, onnx_path: Path) -> Any:
+    try:
+        return read(onnx_path)
+    except UsageError:
+        return None
+
+
+def preview_features(major: int, available: Iterable[str]) -> tuple[str, ...]:
+    """Build-time preview features: on TensorRT < 10, `PROFILE_SHARING_0806` where it exists (8.6, 9.x), so
+    every execution context (one per batch size) can select profile 0; 8.5 lacks it (the runtime falls back
+    to one re-bound context), and from 10 every context gets profile 0 anyway."""
+    return ("PROFILE_SHARING_0806",) if major < 10 and "PROFILE_SHARING_0806" in set(available) else ()
 
 
 def _enforce_verdict(verdict: Verdict, layers: Any, plan: Path, onnx_path: Path, precision: str, *,
@@ -235,25 +327,41 @@ def _report_or_none(layers: Any) -> PrecisionReport | None:
         return None
 
 
-def verify_precision(layers: Any, precision: str, min_share: float) -> Verdict:
-    """The `check-engine` verdict over the builder's own inspector dump (unusable dump = unverifiable)."""
+def verify_precision(layers: Any, precision: str, min_share: float, macs: dict[str, int] | None = None) -> Verdict:
+    """The `check-engine` verdict over the builder's own inspector dump (unusable dump = unverifiable);
+    `macs`: weigh layers by the ONNX graph's MACs (`check-engine --onnx`)."""
     report = _report_or_none(layers)
     if report is None:
         why = layers.get("error") if isinstance(layers, dict) and layers.get("error") else "no \"Layers\" list"
         return Verdict(False, None, f"the engine inspector gave nothing usable ({why})")
-    return judge(report, precision, min_share)
+    return judge(report if macs is None else analyse(layers, macs=macs), precision, min_share)
+
+
+def verify_built(layers: Any, precision: str, onnx_path: Path) -> tuple[Verdict, float]:
+    """The builder's check, as `check-engine --onnx <its ONNX>`: layers weighted by the graph's MACs against
+    the graph's own MAC share. Where no compute layer matches a node name (a graph without node names),
+    Weights.Count on both sides instead, said so. (verdict, the share required)."""
+    macs = _quietly(onnx_macs, onnx_path)
+    report = _report_or_none(layers)
+    if macs is not None and report is not None and analyse(layers, macs=macs).total_weight:
+        need = required_share(onnx_path, precision)
+        return verify_precision(layers, precision, need, macs), need
+    need = required_share(onnx_path, precision, by_weights=True)
+    verdict = verify_precision(layers, precision, need)
+    if macs is not None and report is not None:
+        verdict = Verdict(verdict.ok, verdict.share, verdict.message + "; weighted by Weights.Count: no compute "
+                                                                       "layer matches an ONNX node name")
+    return verdict, need
 
 
 def fp32_island(onnx_path: Path) -> set[str]:
-    """ONNX node names the FP16 conversion keeps FP32 (norms, softmax, grid path, vertex head): on weak-typed
-    TensorRT (< 10) the builder flags would run them in FP16 unless pinned."""
+    """The ONNX node names the FP16 conversion keeps FP32 (`precision.fp16.fp32_island`, the one definition):
+    on weak-typed TensorRT (< 10) the builder flags would run them in FP16 unless pinned."""
     import onnx
 
-    from ..precision import FP16_BLOCK_OPS, sensitive_nodes
+    from ..precision.fp16 import fp32_island as island_of
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    marks = sensitive_nodes(graph)
-    return {n.name for n in graph.node if n.op_type in FP16_BLOCK_OPS} | marks["grid_path"] | marks["vertex_head"]
+    return island_of(onnx.load(str(onnx_path), load_external_data=False).graph)
 
 
 def island_layers(layer_names: list[str], island: set[str]) -> list[int]:
@@ -291,7 +399,7 @@ def _network(builder: Any, major: int) -> Any:
 
 def _build(onnx_path: Path, precision: str, profile: tuple[int, int, int], workspace_mb: int,
            opt_level: int | None, cache_dir: Path, device: dict[str, Any], *, tf32: bool = True,
-           island: set[str] | None = None) -> tuple[bytes, Any, float | None]:
+           island: set[str] | None = None, preview: Iterable[str] = ()) -> tuple[bytes, Any, float | None]:
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -310,6 +418,8 @@ def _build(onnx_path: Path, precision: str, profile: tuple[int, int, int], works
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if not tf32:
         config.clear_flag(_flag("TF32"))
+    for feature in preview:  # (< 10) PROFILE_SHARING_0806: one execution context per batch size at run time
+        config.set_preview_feature(getattr(trt.PreviewFeature, feature), True)
     if major < 10:  # weak typing: precision through flags
         if precision in ("fp16", "int8"):
             config.set_flag(_flag("FP16"))

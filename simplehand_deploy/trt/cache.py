@@ -12,7 +12,7 @@ import json
 import os
 import platform
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,9 @@ def trt_cuda_flavour(dpkg_status: str = "/var/lib/dpkg/status") -> str:
 
 
 # Fields of the key that say which machine a plan belongs to; a plan whose sidecar differs in one is skipped.
-MACHINE_FIELDS = (("trt_version", "TensorRT"), ("gpu_name", "GPU"), ("gpu_sm", "SM"), ("gpu_sm_count", "SM count"),
-                  ("gpu_memory_mb", "GPU memory MB"), ("board_model", "board"))
+MACHINE_FIELDS = (("trt_version", "TensorRT"), ("trt_cuda", "TensorRT CUDA"), ("gpu_name", "GPU"), ("gpu_sm", "SM"),
+                  ("gpu_sm_count", "SM count"), ("gpu_memory_mb", "GPU memory MB"), ("board_model", "board"))
+_UNKNOWN = (None, "", 0, "unknown")  # a field one side does not know is not compared
 
 
 def plan_skip_reason(plan: EngineArtifact | None, *, onnx_shas: Collection[str] | None,
@@ -111,7 +112,7 @@ def plan_skip_reason(plan: EngineArtifact | None, *, onnx_shas: Collection[str] 
                 "(rebuild: make engine)")
     for key, label in MACHINE_FIELDS:
         was, here = plan.built_with(key), machine.get(key)
-        if was in (None, "", 0) or here in (None, "", 0):
+        if was in _UNKNOWN or here in _UNKNOWN:
             continue
         if str(was) != str(here):
             return f"built for {label} {was}, this machine has {here}"
@@ -179,24 +180,31 @@ def current_key_inputs(
     device: dict[str, Any],
     tf32: bool = True,
     trt_cuda: str | None = None,
+    preview: Sequence[str] = (),
 ) -> KeyInputs:
     """The key inputs for this graph, TensorRT version and device (the caller probes them: build_engine, with
-    env.require_cuda_device); the OS, L4T release and TensorRT's CUDA flavour are read here unless given."""
+    env.require_cuda_device); the OS, L4T release and TensorRT's CUDA flavour are read here unless given.
+    `preview`: build-time preview features set (recorded only when there are any, so keys made without
+    them are unchanged)."""
     major = int(trt_version.split(".")[0])
+    extra: dict[str, Any] = {"recipe": recipe(onnx_path, precision)}
+    if preview:
+        extra["preview_features"] = sorted(preview)
     return KeyInputs(
         onnx_sha256=sha256_file(onnx_path), precision=precision, typing="strong" if major >= 10 else "weak",
         profile=(int(profile[0]), int(profile[1]), int(profile[2])), trt_version=trt_version,
         gpu_name=device["name"], gpu_sm=device["sm"], cuda_major=device.get("cuda_major", ""), os_arch=os_arch(),
         l4t_release=l4t_release(), workspace_mb=workspace_mb, opt_level=opt_level,
-        extra={"recipe": recipe(onnx_path, precision)},
+        extra=extra,
         gpu_sm_count=int(device.get("sm_count") or 0), gpu_memory_mb=int(device.get("memory_mb") or 0),
         board_model=str(device.get("board") or ""), trt_cuda=trt_cuda if trt_cuda is not None else trt_cuda_flavour(),
         tf32=bool(tf32),
     )
 
 
-def machine_key_fields(trt_version: str, device: dict[str, Any]) -> dict[str, Any]:
-    """This machine in the vocabulary of KeyInputs (what plan_skip_reason compares)."""
+def machine_key_fields(trt_version: str, device: dict[str, Any], trt_cuda: str | None = None) -> dict[str, Any]:
+    """This machine in the vocabulary of KeyInputs (what plan_skip_reason compares); TensorRT's CUDA flavour
+    is read here unless given."""
     return {"trt_version": trt_version, "gpu_name": device.get("name"), "gpu_sm": device.get("sm"),
             "gpu_sm_count": device.get("sm_count"), "gpu_memory_mb": device.get("memory_mb"),
-            "board_model": device.get("board")}
+            "board_model": device.get("board"), "trt_cuda": trt_cuda if trt_cuda is not None else trt_cuda_flavour()}

@@ -14,7 +14,10 @@ MatrixMultiply or FullyConnected, or whose `LayerType` names a convolution, GEMM
 A compute layer computes in the datatype of its first input, cross-checked with its weights' type
 (when the two disagree the wider one counts: an Int8-input layer with Float weights is not INT8).
 Share = compute layers in the requested precision weighted by `Weights.Count` (1 without weights)
-over all compute layers. Layer and tensor names are user-controlled and are never evidence.
+over all compute layers; or, given the ONNX graph the engine was built from, weighted by that graph's
+multiply-accumulates: an engine layer weighs the MACs of the ONNX nodes its name contains (Myelin-compiled
+`gemm` layers on TensorRT >= 9 may carry no weight count, which would make an honest INT8 engine look
+mostly float). Names only *locate* a layer's work in the graph; its precision still comes from datatypes.
 
 Pure logic (no TensorRT import): tested on CPU over fixtures of both layouts.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +124,8 @@ class PrecisionReport:
     layers: list[tuple[str, str, int]] = field(default_factory=list)  # (name, precision, weight) per compute layer
     hidden: list[str] = field(default_factory=list)  # Myelin regions (precision hidden)
     other: int = 0  # layers that compute nothing we weigh (reformat, pointwise, Q/DQ, ...)
+    weighting: str = "weights"  # "weights" (Weights.Count) | "macs" (the ONNX graph's MACs)
+    unmatched: list[str] = field(default_factory=list)  # compute layers matching no ONNX node (weight 0; macs)
 
     @property
     def total_weight(self) -> int:
@@ -144,30 +150,72 @@ class PrecisionReport:
         return "+".join(present) if present else None
 
     def summary(self) -> dict[str, Any]:
-        return {"layout": self.layout, "compute_layers": sum(self.counts.values()), "counts": dict(self.counts),
-                "weighted_shares": {p: round(s, 4) for p, s in self.shares().items()},
-                "hidden_myelin": len(self.hidden), "precision_mix": self.mix}
+        out = {"layout": self.layout, "compute_layers": sum(self.counts.values()), "counts": dict(self.counts),
+               "weighted_shares": {p: round(s, 4) for p, s in self.shares().items()},
+               "hidden_myelin": len(self.hidden), "precision_mix": self.mix, "weighting": self.weighting}
+        if self.weighting == "macs":
+            out["unmatched_layers"] = len(self.unmatched)
+        return out
 
 
-def analyse(dump: Any, source: str = "inspector dump") -> PrecisionReport:
-    """Classify every layer of an inspector dump; UsageError when it has no `"Layers"` list."""
+# TensorRT joins the node names of a fused layer with " + ", names a Myelin region "{ForeignNode[first...last]}"
+_NAME_SEPARATORS = re.compile(r"\.\.\.|\s\+\s|[\[\]{}]|,\s*|\s+")
+
+
+def matched_nodes(layer: str, nodes: Collection[str]) -> list[str]:
+    """The ONNX node names an engine layer's name contains: each part of the name (fused layers join node
+    names with ' + ') equal to a node name, else the longest node name it extends by '_<suffix>' (the ONNX
+    parser's extra layers of one node)."""
+    found = []
+    for part in _NAME_SEPARATORS.split(layer):
+        if not part:
+            continue
+        if part in nodes:
+            found.append(part)
+            continue
+        stems = [n for n in nodes if part.startswith(n + "_")]
+        if stems:
+            found.append(max(stems, key=len))
+    return list(dict.fromkeys(found))
+
+
+def mac_weights(layer_names: list[str], macs: Mapping[str, int]) -> list[int]:
+    """Each engine compute layer's weight: the MACs of the ONNX nodes its name contains, a node shared by
+    several layers split evenly between them (0 for a layer that matches none)."""
+    matches = [matched_nodes(name, macs.keys()) for name in layer_names]
+    holders: dict[str, int] = {}
+    for nodes in matches:
+        for node in nodes:
+            holders[node] = holders.get(node, 0) + 1
+    return [round(sum(macs[n] / holders[n] for n in nodes)) for nodes in matches]
+
+
+def analyse(dump: Any, source: str = "inspector dump", macs: Mapping[str, int] | None = None) -> PrecisionReport:
+    """Classify every layer of an inspector dump; UsageError when it has no `"Layers"` list. With `macs`
+    (ONNX node name -> MACs, `precision.macs.layer_macs`) compute layers weigh their matched MACs."""
     if not isinstance(dump, dict) or not isinstance(dump.get("Layers"), list):
         raise UsageError(f"{source}: no \"Layers\" list; expected an engine-inspector dump (`trtexec "
                          "--exportLayerInfo=F --profilingVerbosity=detailed`, or the builder's <key>.layers.json)")
     layout = "11" if "I/O Tensors" in dump else "8.6-10" if "Bindings" in dump else "unknown"
-    report = PrecisionReport(layout=layout)
+    report = PrecisionReport(layout=layout, weighting="weights" if macs is None else "macs")
+    compute: list[tuple[str, str, int]] = []
     for i, layer in enumerate(dump["Layers"]):
         kind = layer_kind(layer)
         if kind == "hidden":
             report.hidden.append(layer_name(layer, i))
         elif kind == "compute":
-            precision = layer_precision(layer)
             _, weight = _weights(_lower_keys(layer))
-            report.layers.append((layer_name(layer, i), precision, weight))
-            report.counts[precision] = report.counts.get(precision, 0) + 1
-            report.weights[precision] = report.weights.get(precision, 0) + weight
+            compute.append((layer_name(layer, i), layer_precision(layer), weight))
         else:
             report.other += 1
+    if macs is not None:
+        weights = mac_weights([name for name, _, _ in compute], macs)
+        report.unmatched = [name for (name, _, _), w in zip(compute, weights, strict=True) if w == 0]
+        compute = [(name, precision, w) for (name, precision, _), w in zip(compute, weights, strict=True)]
+    for name, precision, weight in compute:
+        report.layers.append((name, precision, weight))
+        report.counts[precision] = report.counts.get(precision, 0) + 1
+        report.weights[precision] = report.weights.get(precision, 0) + weight
     return report
 
 
@@ -184,6 +232,8 @@ def judge(report: PrecisionReport, precision: str, min_share: float = DEFAULT_MI
         raise UsageError(f"--precision {precision!r}: choose one of {', '.join(REQUESTABLE)}")
     share = report.share(precision)
     hidden = f"; {len(report.hidden)} Myelin region(s) hide their precision" if report.hidden else ""
+    if report.weighting == "macs":
+        hidden += f"; weighted by the ONNX graph's MACs{_unmatched(report)}"
     if share is None:
         return Verdict(False, None, f"unverifiable: the dump shows no convolution/GEMM/matmul layer with a datatype"
                                     f"{hidden} (was it built with --profilingVerbosity=detailed?)")
@@ -195,16 +245,29 @@ def judge(report: PrecisionReport, precision: str, min_share: float = DEFAULT_MI
                                  f"{listed}{hidden}")
 
 
+def _unmatched(report: PrecisionReport) -> str:
+    if not report.unmatched:
+        return ""
+    names = ", ".join(report.unmatched[:4]) + (f" (+{len(report.unmatched) - 4} more)" if len(report.unmatched) > 4
+                                               else "")
+    return f"; {len(report.unmatched)} compute layer(s) match no ONNX node (weight 0): {names}"
+
+
 def format_report(report: PrecisionReport) -> list[str]:
     """Human lines: per-precision compute-layer counts and weighted shares, and the hidden Myelin regions."""
+    by = "the ONNX graph's MACs" if report.weighting == "macs" else "Weights.Count"
     lines = [f"TensorRT {report.layout} layout: {sum(report.counts.values())} compute layers, "
-             f"{len(report.hidden)} Myelin region(s) (precision hidden), {report.other} other layers"]
+             f"{len(report.hidden)} Myelin region(s) (precision hidden), {report.other} other layers; "
+             f"weighted by {by}"]
     shares = report.shares()
     for p in sorted(report.counts, key=lambda p: (-report.weights[p], p)):
         lines.append(f"  {p:8s} {report.counts[p]:5d} layers   weighted share {shares.get(p, 0.0):7.1%}")
     if report.hidden:
         names = ", ".join(report.hidden[:4]) + (" ..." if len(report.hidden) > 4 else "")
         lines.append(f"  myelin   {len(report.hidden):5d} regions  (inner precision hidden: {names})")
+    if report.unmatched:
+        lines.append(f"  unmatched {len(report.unmatched):4d} compute layers match no ONNX node (weight 0): "
+                     + ", ".join(report.unmatched[:8]) + (" ..." if len(report.unmatched) > 8 else ""))
     return lines
 
 
@@ -223,24 +286,63 @@ def load_dump(path: str | os.PathLike[str]) -> Any:
             from None
 
 
-def check_engine(path: str | os.PathLike[str], precision: str,
-                 min_share: float = DEFAULT_MIN_SHARE) -> tuple[PrecisionReport, Verdict]:
-    """`simplehand-deploy check-engine`: UsageError (exit 2) for unreadable input, else report + verdict."""
-    if not 0.0 <= min_share <= 1.0:
+def check_engine(path: str | os.PathLike[str], precision: str, min_share: float | None = None,
+                 onnx: str | os.PathLike[str] | None = None) -> tuple[PrecisionReport, Verdict]:
+    """`simplehand-deploy check-engine`: UsageError (exit 2) for unreadable input, else report + verdict.
+
+    With `onnx` (the graph the engine was built from) both sides are weighted by its MACs: the engine's
+    layers by the nodes they contain, and the default INT8 `min_share` is the graph's own INT8 MAC share
+    minus `INT8_SHARE_MARGIN` (the builder's expectation). Without it, `Weights.Count` and 0.5."""
+    if min_share is not None and not 0.0 <= min_share <= 1.0:
         raise UsageError(f"--min-share {min_share}: must be between 0 and 1")
     if precision not in REQUESTABLE:
         raise UsageError(f"--precision {precision!r}: choose one of {', '.join(REQUESTABLE)}")
-    report = analyse(load_dump(path), str(path))
-    return report, judge(report, precision, min_share)
+    macs = None
+    if onnx is not None:
+        macs = onnx_macs(onnx)
+        if min_share is None and precision == "int8":
+            min_share = expected_share("int8", onnx_int8_mac_share(onnx))
+    report = analyse(load_dump(path), str(path), macs)
+    return report, judge(report, precision, DEFAULT_MIN_SHARE if min_share is None else min_share)
+
+
+def _load_onnx(onnx: str | os.PathLike[str]) -> Any:
+    import onnx as onnx_lib
+
+    try:
+        return onnx_lib.load(str(onnx), load_external_data=False)
+    except Exception as exc:
+        raise UsageError(f"--onnx {onnx}: not a readable ONNX graph ({type(exc).__name__}); pass the graph the "
+                         "engine was built from") from None
+
+
+def onnx_macs(onnx: str | os.PathLike[str]) -> dict[str, int]:
+    """MACs per weighted node (batch 1) of the graph an engine was built from; UsageError when unusable."""
+    from ..precision.macs import layer_macs
+
+    if not Path(onnx).is_file():
+        raise UsageError(f"--onnx {onnx}: no such file")
+    macs = layer_macs(_load_onnx(onnx))
+    if not macs:
+        raise UsageError(f"--onnx {onnx}: shape inference cannot size every Conv/MatMul/Gemm of this graph, "
+                         "so its MACs are unknown; check without --onnx (weights by Weights.Count)")
+    return macs
+
+
+def onnx_int8_mac_share(onnx: str | os.PathLike[str]) -> float | None:
+    """The graph's own INT8 share of weighted-layer MACs (`precision.macs.int8_mac_share`)."""
+    from ..precision.macs import int8_mac_share
+
+    return int8_mac_share(_load_onnx(onnx))
 
 
 def expected_share(precision: str, artifact_share: float | None, weight_share: float | None = None) -> float:
     """Minimum weighted share a fresh build must show: for INT8 the artifact's own INT8 share minus a margin.
 
-    `artifact_share` is the INT8 share of weighted-layer MACs the ONNX artifact records
-    (`OnnxArtifact.int8_share`); when the graph's INT8 share by weight count (`onnx_int8_weight_share`, the
-    measure the engine check uses) is lower, that one counts, so the two sides are compared in the same
-    unit (trained tiny, dense placement: MAC share 0.62, weight share 0.47).
+    `artifact_share` is the graph's INT8 share of weighted-layer MACs (the unit of the engine check given the
+    ONNX). `weight_share`, for an engine weighed by `Weights.Count`: the graph's INT8 share by weight count
+    (`onnx_int8_weight_share`); when lower, that one counts, so the two sides are compared in the same unit
+    (trained tiny, dense placement: MAC share 0.62, weight share 0.47).
     """
     if precision != "int8":
         return DEFAULT_MIN_SHARE

@@ -24,19 +24,92 @@ from .._deps import INSTALL_HINTS
 from ..env import require_cuda_device
 from ..errors import UsageError
 from ..timing import TorchEvent
-from .build import require_tensorrt
+from .build import BUFFERS, check_buffers, require_tensorrt
 
 OUTPUTS = ("uv", "vertices")
-BUFFERS = ("auto", "torch", "cuda-python", "pycuda")
 IMAGE = (3, 224, 224)
 
 
-def _np_dtype(trt: Any, dt: Any) -> Any:
+def _np_dtype(trt: Any, dt: Any, tensor: str = "?") -> Any:
+    """numpy dtype of a TensorRT I/O dtype; UsageError for one we do not stage (never a silent float32,
+    which would size and read the buffer wrongly)."""
     table = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT8": np.int8, "BOOL": np.bool_}
     for name, np_dt in table.items():
         if dt == getattr(trt.DataType, name, None):
             return np_dt
-    return np.float32
+    raise UsageError(f"engine tensor {tensor!r} has TensorRT dtype {dt}; this runtime stages only "
+                     f"{', '.join(table)} I/O (SimpleHand's engines take and give float32 or float16)")
+
+
+def choose_buffers(requested: str, available: dict[str, bool]) -> str:
+    """The buffer backend for `--buffers`: `auto` = torch (torch with CUDA), else cuda-python, else pycuda
+    (a Jetson whose torch lacks CUDA); a named one as asked (its constructor says how to install it).
+    `available`: backend -> usable here."""
+    if check_buffers(requested) != "auto":
+        return requested
+    for name in BUFFERS[1:]:
+        if available.get(name):
+            return name
+    raise UsageError("--buffers auto: no CUDA buffer backend here (torch has no CUDA; cuda-python and pycuda are "
+                     "not installed): `pip install cuda-python`, or a torch build with CUDA")
+
+
+def available_buffers() -> dict[str, bool]:
+    """Which buffer backends this machine offers (imports nothing heavy but torch)."""
+    import importlib.util
+
+    def found(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    try:
+        import torch
+
+        has_torch = bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        has_torch = False
+    return {"torch": has_torch, "cuda-python": found("cuda.bindings") or found("cuda.cudart"),
+            "pycuda": found("pycuda")}
+
+
+def clear_cuda_error() -> str | None:
+    """Read (and so reset) the CUDA runtime's last error after a failed graph capture, as trtexec does after
+    `endCaptureOnError`, so the next checked launch does not inherit it. The cleared error, or None."""
+    try:
+        err = _cudart().cudaGetLastError()
+        err = err[0] if isinstance(err, tuple) else err
+        return None if int(err) == 0 else str(err)
+    except Exception:  # no cuda-python: the runtime library torch / TensorRT already loaded
+        pass
+    import ctypes
+
+    for lib in ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"):
+        try:
+            cudart = ctypes.CDLL(lib, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
+        except OSError:
+            continue
+        code = int(cudart.cudaGetLastError())
+        return None if code == 0 else f"cudaError {code}"
+    return None
+
+
+def _cuda_source(data: Any, dtype: Any, nbytes: int) -> tuple[Any, int] | None:
+    """(keep-alive, device pointer) of a torch CUDA tensor holding `nbytes` of `dtype`, finished by its
+    producer; None for host data. Other device arrays: UsageError (say what is accepted)."""
+    if not getattr(data, "is_cuda", False):
+        if hasattr(data, "__cuda_array_interface__"):
+            raise UsageError("images: this buffer backend takes numpy arrays or torch CUDA tensors, not "
+                             f"{type(data).__name__}")
+        return None
+    import torch
+
+    src = data.detach().to(dtype=torch.from_numpy(np.zeros(0, dtype)).dtype).contiguous()
+    if src.numel() * src.element_size() != nbytes:
+        raise UsageError(f"images: {tuple(data.shape)} does not fill the prepared {nbytes}-byte buffer")
+    torch.cuda.current_stream(src.device).synchronize()  # the producer's work first
+    return src, int(src.data_ptr())
 
 
 # Buffer backends ------------------------------------------------------------------------------------------------
@@ -92,6 +165,7 @@ class _TorchMem:
     def capture(self, launch: Callable[[], None]) -> Callable[[], None] | None:
         torch = self.torch
         graph = torch.cuda.CUDAGraph()
+        current = torch.cuda.current_stream()
         try:
             try:  # thread-local capture mode, like trtexec (the keyword is missing in older torch)
                 capturing = torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local")
@@ -100,7 +174,10 @@ class _TorchMem:
             with capturing:
                 launch()
         except Exception:
+            clear_cuda_error()
             return None
+        finally:  # a failed capture_end skips torch.cuda.graph's own stream restore
+            torch.cuda.set_stream(current)
 
         def replay() -> None:
             with torch.cuda.stream(self.stream):  # replay() launches on the current stream
@@ -108,6 +185,12 @@ class _TorchMem:
 
         replay.graph = graph  # type: ignore[attr-defined]  # keep the graph alive with its replay
         return replay
+
+    def release_graph(self, replay: Callable[[], None]) -> None:
+        graph = getattr(replay, "graph", None)
+        if graph is not None:
+            with contextlib.suppress(Exception):
+                graph.reset()
 
     def event(self) -> TorchEvent:
         return TorchEvent(self.stream)
@@ -183,6 +266,13 @@ class _CudaPythonMem:
         return int(buf["ptr"])
 
     def upload(self, buf: Any, data: Any) -> None:
+        """numpy (host to device) or a torch CUDA tensor (device to device, after its producer finished)."""
+        device = _cuda_source(data, buf["dtype"], buf["nbytes"])
+        if device is not None:
+            kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            self._ok(self.rt.cudaMemcpyAsync(buf["ptr"], device[1], buf["nbytes"], kind, self.stream_obj))
+            self.synchronize()  # the source tensor must outlive the copy
+            return
         host = np.ascontiguousarray(np.asarray(data), dtype=buf["dtype"])
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self._ok(self.rt.cudaMemcpyAsync(buf["ptr"], host.ctypes.data, host.nbytes, kind, self.stream_obj))
@@ -200,6 +290,7 @@ class _CudaPythonMem:
 
     def capture(self, launch: Callable[[], None]) -> Callable[[], None] | None:
         rt = self.rt
+        graph = None
         try:
             mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             self._ok(rt.cudaStreamBeginCapture(self.stream_obj, mode))
@@ -212,6 +303,9 @@ class _CudaPythonMem:
             # one signature from CUDA 11.4 to 13 (plain cudaGraphInstantiate changed in 12)
             graph_exec = self._ok(rt.cudaGraphInstantiateWithFlags(graph, 0))
         except Exception:
+            if graph is not None:
+                rt.cudaGraphDestroy(graph)
+            rt.cudaGetLastError()  # clear the capture's error, as trtexec does
             return None
 
         def replay() -> None:
@@ -219,6 +313,15 @@ class _CudaPythonMem:
 
         replay.graph = (graph, graph_exec)  # type: ignore[attr-defined]
         return replay
+
+    def release_graph(self, replay: Callable[[], None]) -> None:
+        """Destroy the executable graph, then the graph (cuda-python owns nothing it does not free)."""
+        graph, graph_exec = getattr(replay, "graph", (None, None))
+        if graph_exec is not None:
+            self.rt.cudaGraphExecDestroy(graph_exec)
+        if graph is not None:
+            self.rt.cudaGraphDestroy(graph)
+        replay.graph = (None, None)  # type: ignore[attr-defined]
 
     def event(self) -> _CudaEvent:
         return _CudaEvent(self.rt, self.stream_obj)
@@ -268,6 +371,13 @@ class _PycudaMem:
         return int(buf["mem"])
 
     def upload(self, buf: Any, data: Any) -> None:
+        """numpy (host to device) or a torch CUDA tensor (device to device, after its producer finished)."""
+        nbytes = max(int(np.prod(buf["shape"])) * buf["dtype"].itemsize, 1)
+        device = _cuda_source(data, buf["dtype"], nbytes)
+        if device is not None:
+            self.drv.memcpy_dtod_async(buf["mem"], device[1], nbytes, self.stream)
+            self.stream.synchronize()
+            return
         host = np.ascontiguousarray(np.asarray(data), dtype=buf["dtype"])
         self.drv.memcpy_htod_async(buf["mem"], host, self.stream)
         self.stream.synchronize()
@@ -284,6 +394,9 @@ class _PycudaMem:
     def capture(self, launch: Callable[[], None]) -> Callable[[], None] | None:
         return None
 
+    def release_graph(self, replay: Callable[[], None]) -> None:
+        pass
+
     def event(self) -> _PycudaEvent:
         return _PycudaEvent(self.drv, self.stream)
 
@@ -293,12 +406,7 @@ class _PycudaMem:
 
 
 def _memory(buffers: str) -> Any:
-    if buffers not in BUFFERS:
-        raise UsageError(f"buffers {buffers!r}: choose one of {', '.join(BUFFERS)}")
-    if buffers == "auto":
-        import torch
-
-        buffers = "torch" if torch.cuda.is_available() else "cuda-python"
+    """The backend object of a chosen (not `auto`) buffer backend name."""
     return {"torch": _TorchMem, "cuda-python": _CudaPythonMem, "pycuda": _PycudaMem}[buffers]()
 
 
@@ -331,12 +439,124 @@ def _give_memory(context: Any, ptr: int, size: int) -> None:
         setattr(context, "device_memory", ptr)  # noqa: B010  (a write-only pybind property)
 
 
+class ContextPool:
+    """Execution contexts per batch size, by the rules of the TensorRT version (tested on CPU).
+
+    * >= 10: every new context is assigned optimisation profile 0: one context per batch size.
+    * < 10 (8.5, 8.6, 9.x): a new context gets profile 0 only if no other context holds it. Each further
+      context calls `set_optimization_profile_async(0, stream)`, which succeeds where the plan was built with
+      the preview feature `PROFILE_SHARING_0806` (8.6, 9.x; the builder sets it). Where it is refused
+      (8.5, or a plan built without it), one context serves every batch size, re-bound when the batch
+      changes (`ensure_bound` says so, and the caller re-captures that batch's CUDA graph).
+    Every TensorRT call that reports failure is checked and named (tensor, batch size).
+    """
+
+    def __init__(self, first: Any, make: Callable[[], Any], *, major: int, stream: int,
+                 sync: Callable[[], None] = lambda: None) -> None:
+        self.first = first  # the context created at load time: it holds profile 0
+        self.make: Callable[[], Any] | None = make  # a further context (it may return None)
+        self.major, self.stream, self.sync = major, stream, sync
+        self.shared = False  # fallback: `first` serves every batch size, re-bound per batch
+        self.contexts: dict[int, Any] = {}
+        self.addresses: dict[int, dict[str, int]] = {}
+        self.first_bound: int | None = None  # the batch size `first` is bound to
+
+    def _further(self) -> Any:
+        """A further context holding profile 0, or None (then every later batch shares `first`)."""
+        if self.shared or self.make is None:
+            return None
+        ctx = self.make()
+        if ctx is not None and self.major < 10:
+            try:
+                ok = bool(ctx.set_optimization_profile_async(0, self.stream))
+            except Exception:  # refused by an older binding: the fallback is the same
+                ok = False
+            self.sync()
+            if not ok:
+                ctx = None
+        if ctx is None:
+            self.shared = True
+            return None
+        return ctx
+
+    def context(self, batch: int) -> Any:
+        """The context of a new batch size, its input shape set (checked)."""
+        if batch in self.contexts:
+            return self.contexts[batch]
+        further = self._further() if self.contexts else None  # the first batch size takes `first`
+        ctx = further if further is not None else self.first
+        set_shape(ctx, batch)
+        self.contexts[batch] = ctx
+        if ctx is self.first:
+            self.first_bound = None  # addresses follow in bind_addresses
+        return ctx
+
+    def bind_addresses(self, batch: int, addresses: dict[str, int]) -> None:
+        """Bind (and remember) one batch size's tensor addresses on its context (checked)."""
+        ctx = self.contexts[batch]
+        self.addresses[batch] = dict(addresses)
+        set_addresses(ctx, batch, addresses)
+        if ctx is self.first:
+            self.first_bound = batch
+
+    def ensure_bound(self, batch: int) -> bool:
+        """Shared fallback: re-bind `first` to `batch` if it is bound to another one. True when it re-bound
+        (the caller's CUDA graphs of `first` are then stale)."""
+        if self.contexts.get(batch) is not self.first or self.first_bound == batch:
+            return False
+        set_shape(self.first, batch)
+        set_addresses(self.first, batch, self.addresses[batch])
+        self.first_bound = batch
+        return True
+
+    def uses_first(self, batch: int) -> bool:
+        return self.contexts.get(batch) is self.first
+
+    def profiling_context(self, batch: int) -> tuple[Any, bool]:
+        """A context for an IProfiler run of a prepared batch: a further one bound like the batch's, or
+        (fallback) `first` re-bound to it. (context, True when it is `first`)."""
+        ctx = self._further()
+        if ctx is None:
+            self.ensure_bound(batch)
+            return self.first, True
+        set_shape(ctx, batch)
+        set_addresses(ctx, batch, self.addresses[batch])
+        return ctx, False
+
+    def clear(self) -> None:
+        self.contexts.clear()
+        self.addresses.clear()
+        self.first = self.make = None
+
+
+def set_shape(ctx: Any, batch: int) -> None:
+    """`set_input_shape` of the image tensor, checked (it returns False outside the profile, or on a context
+    that holds no optimisation profile)."""
+    shape = (batch, *IMAGE)
+    if not ctx.set_input_shape("image", shape):
+        raise RuntimeError(f"TensorRT set_input_shape('image', {shape}) failed for batch {batch}: outside the "
+                           "engine profile, or the execution context holds no optimisation profile (TensorRT log)")
+
+
+def set_addresses(ctx: Any, batch: int, addresses: dict[str, int]) -> None:
+    for name, ptr in addresses.items():
+        if not ctx.set_tensor_address(name, ptr):
+            raise RuntimeError(f"TensorRT set_tensor_address({name!r}) failed for batch {batch} (TensorRT log)")
+
+
+def execute(ctx: Any, stream: int, batch: int, what: str = "") -> None:
+    """`execute_async_v3`, checked."""
+    if not ctx.execute_async_v3(stream):
+        raise RuntimeError(f"TensorRT execute_async_v3 failed for batch {batch}{what} (see the TensorRT log)")
+
+
 class TrtEngine:
     """A deserialised plan with one execution context per batch size, ready for `infer(images)`.
 
-    `prepare(batch)` allocates I/O for one batch size, creates that batch's own context, binds its shape
-    and addresses once and captures its CUDA graph (trtexec and other wrappers capture one graph per
-    context). All contexts share one device-memory block (they never run concurrently: one stream), so
+    `prepare(batch)` allocates I/O for one batch size, gives it its own context (`ContextPool`: the
+    TensorRT version decides how; before 10 without profile sharing one context is re-bound per batch),
+    binds its shape and addresses once and captures its CUDA graph (trtexec and other wrappers capture one
+    graph per context). All contexts share one device-memory block (they never run concurrently: one stream), so
     small boards do not pay activation memory per context. `enqueue(batch)` launches on `self.stream`
     without syncing (for timing loops); `infer(images)` does copy-in, launch, sync, copy-out.
     """
@@ -348,16 +568,16 @@ class TrtEngine:
         from .build import engine_device_memory_bytes
 
         self.trt = trt
-        device = require_cuda_device()
         self.path = Path(plan_path)
         if not self.path.is_file():
             raise UsageError(f"engine {self.path}: no such file (build one with `simplehand-deploy build`)")
-        self.mem = _memory(buffers)
+        backend = choose_buffers(buffers, available_buffers() if buffers == "auto" else {})
+        device = require_cuda_device(backend)
+        self.mem = _memory(backend)
         self.stream = self.mem.stream
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[int, Callable[[], None]] = {}
         self._buffers: dict[int, dict[str, Any]] = {}
-        self._contexts: dict[int, Any] = {}
         self._shared: Any = None
         free_before, _ = self.mem.mem_get_info()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
@@ -379,8 +599,11 @@ class TrtEngine:
         if probe is not None and self._shared_size > 0:
             self._shared = self.mem.empty((self._shared_size,), np.uint8)
             _give_memory(probe, self.mem.ptr(self._shared), self._shared_size)
-        self._probe = probe if probe is not None else self.engine.create_execution_context()
-        self.context = self._probe  # the context of the smallest prepared batch is created from this one
+        first = probe if probe is not None else self.engine.create_execution_context()
+        from .build import trt_major
+
+        self.contexts = ContextPool(first, self._new_context, major=trt_major(trt), stream=self.mem.handle,
+                                    sync=self.mem.synchronize)
         free_after, _ = self.mem.mem_get_info()
         self.device_memory_delta_mb = (free_before - free_after) / 2**20
 
@@ -393,8 +616,7 @@ class TrtEngine:
         return None if self.device_memory_bytes is None else self.device_memory_bytes / 2**20
 
     def _new_context(self) -> Any:
-        if not self._contexts:
-            return self._probe  # the first batch size takes the context made at load time
+        """A further execution context sharing the one device-memory block (ContextPool decides when)."""
         if self._shared is not None:
             ctx = _user_managed_context(self.engine, self.trt)
             if ctx is not None:
@@ -409,25 +631,41 @@ class TrtEngine:
             raise UsageError(f"batch {batch} is outside the engine profile [{self.min_batch}, {self.max_batch}]; "
                              "rebuild with a wider `--profile MIN,OPT,MAX`")
         if batch in self._buffers:
+            self._rebind(batch)
             return self._buffers[batch]
-        ctx = self._new_context()
-        ctx.set_input_shape("image", (batch, *IMAGE))
-        bufs = {"image": self.mem.empty((batch, *IMAGE), _np_dtype(self.trt, self.engine.get_tensor_dtype("image")))}
+        ctx = self.contexts.context(batch)
+        dtype = self._dtype("image")
+        bufs = {"image": self.mem.empty((batch, *IMAGE), dtype)}
         for name in OUTPUTS:
             dims = ctx.get_tensor_shape(name)
             shape = tuple(int(dims[i]) for i in range(len(dims)))
-            bufs[name] = self.mem.empty(shape, _np_dtype(self.trt, self.engine.get_tensor_dtype(name)))
-        for name, buf in bufs.items():
-            ctx.set_tensor_address(name, self.mem.ptr(buf))
-        self._contexts[batch] = ctx
+            bufs[name] = self.mem.empty(shape, self._dtype(name))
         self._buffers[batch] = bufs
+        if self.contexts.uses_first(batch):
+            self._drop_graphs(first_only=True)  # (shared fallback) the one context moves to this batch
+        self.contexts.bind_addresses(batch, {name: self.mem.ptr(buf) for name, buf in bufs.items()})
         if self.cuda_graphs:
             self._capture(batch)
         return bufs
 
+    def _dtype(self, tensor: str) -> Any:
+        return _np_dtype(self.trt, self.engine.get_tensor_dtype(tensor), tensor)
+
+    def _rebind(self, batch: int) -> None:
+        """Shared-context fallback (TensorRT < 10 without profile sharing): bind the one context to `batch`
+        and re-capture its graph; a no-op when every batch size has its own context."""
+        if self.contexts.ensure_bound(batch):
+            self._drop_graphs(first_only=True)
+            if self.cuda_graphs:
+                self._capture(batch)
+
+    def _drop_graphs(self, *, first_only: bool = False) -> None:
+        for b in list(self._graphs):
+            if not first_only or self.contexts.uses_first(b):
+                self.mem.release_graph(self._graphs.pop(b))
+
     def _launch(self, batch: int) -> None:
-        if not self._contexts[batch].execute_async_v3(self.mem.handle):
-            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        execute(self.contexts.contexts[batch], self.mem.handle, batch)
 
     def _capture(self, batch: int) -> None:
         self._launch(batch)  # lazy initialisation outside the capture
@@ -437,7 +675,9 @@ class TrtEngine:
             self._graphs[batch] = replay
 
     def enqueue(self, batch: int) -> None:
-        """Launch one inference on `self.stream` for already-prepared buffers (no sync, no rebinding)."""
+        """Launch one inference on `self.stream` for already-prepared buffers (no sync; no rebinding unless one
+        context serves every batch size)."""
+        self._rebind(batch)
         replay = self._graphs.get(batch)
         if replay is not None:
             replay()
@@ -468,9 +708,8 @@ class TrtEngine:
         """Free graphs, contexts, I/O buffers and the shared device memory, in that order."""
         with contextlib.suppress(Exception):
             self.mem.synchronize()
-        self._graphs.clear()
-        self._contexts.clear()
-        self._probe = self.context = None
+        self._drop_graphs()
+        self.contexts.clear()
         for bufs in self._buffers.values():
             for buf in bufs.values():
                 self.mem.free(buf)
@@ -491,14 +730,16 @@ class TrtEngine:
             def report_layer_time(self, layer_name: str, ms: float) -> None:
                 self.times[layer_name] = self.times.get(layer_name, 0.0) + ms
 
-        bufs = self.prepare(batch)
+        self.prepare(batch)
         prof = _Profiler()
-        ctx = self.engine.create_execution_context()
+        ctx, shared = self.contexts.profiling_context(batch)  # the version's context plan, as for batches
         ctx.profiler = prof
-        ctx.set_input_shape("image", (batch, *IMAGE))
-        for name, buf in bufs.items():
-            ctx.set_tensor_address(name, self.mem.ptr(buf))
-        for _ in range(runs):
-            ctx.execute_async_v3(self.mem.handle)
-            self.mem.synchronize()
+        try:
+            for _ in range(runs):
+                execute(ctx, self.mem.handle, batch, " (IProfiler run)")
+                self.mem.synchronize()
+        finally:
+            if shared:  # the one context goes back to timing: no profiler on it
+                with contextlib.suppress(Exception):
+                    ctx.profiler = None
         return {k: v / runs for k, v in prof.times.items()}

@@ -372,7 +372,8 @@ def generate_dexycb(out_dir: str | os.PathLike[str], num: int, seed: int = 0, *,
                         labels = {"joint_3d": scene["xyz"][None], "joint_2d": (uv[:, :2] / uv[:, 2:3])[None],
                                   "pose_m": pose[None], "vertices": scene["vertices"][None]}
                     cv2.imwrite(str(seq / s / f"color_{f:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-                    np.savez(seq / s / f"labels_{f:06d}.npz", **{k: v.astype(np.float32) for k, v in labels.items()})
+                    arrays: dict[str, Any] = {k: v.astype(np.float32) for k, v in labels.items()}
+                    np.savez(seq / s / f"labels_{f:06d}.npz", **arrays)
     return out
 
 

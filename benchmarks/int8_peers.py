@@ -82,8 +82,8 @@ def _remainder(path: Path) -> str:
 
 
 def _cpu_ms(path: Path, image: Any, threads: int, duration: float) -> float:
-    from simplehand_deploy.bench.latency import stats, time_host
     from simplehand_deploy.ort import make_session
+    from simplehand_deploy.timing import stats, time_host
 
     sess = make_session(path, threads=threads)
     feed = {"image": image}
@@ -207,10 +207,6 @@ def _reusable(out: Path, fp32: Path, calib: Path) -> bool:
             and crops == load_calibration_set(calib).fingerprint)
 
 
-def _slug(name: str) -> str:
-    return name.replace(" ", "-").replace("+", "-")
-
-
 def _measure(paths: dict[str, Path], held_out: Path, model: Any) -> tuple[dict[str, dict], dict[str, Any]]:
     from simplehand_deploy.drift import measure_drift
 
@@ -247,6 +243,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
     import numpy as np
 
     from simplehand_deploy.artifact import OnnxArtifact
+    from simplehand_deploy.env import slug
     from simplehand_deploy.precision.macs import int8_mac_share, qdq_count
 
     paths: dict[str, Path] = {"fp32": fp32}
@@ -254,7 +251,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
     failed = []
     for v in _variants(args.method, args.max_drift_mm, qat=args.qat_steps > 0 and qat is not None,
                        modelopt=args.modelopt_from is None):
-        out = args.work / f"{tag}-{_slug(v['variant'])}.onnx"
+        out = args.work / f"{tag}-{slug(v['variant'])}.onnx"
         try:
             if v["quantizer"] == "qat":
                 assert qat is not None
@@ -299,6 +296,7 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
 def run_sweep(args: argparse.Namespace, model: Any, fp32: Path, held_out: Path, common: dict[str, Any]
               ) -> list[dict[str, Any]]:
     from simplehand_deploy.calibration import ensure_calibration_set
+    from simplehand_deploy.env import slug
     from simplehand_deploy.precision.macs import int8_mac_share
 
     keep = ("ours dense", "ours all", "modelopt max fp16", "modelopt entropy fp16")
@@ -308,7 +306,7 @@ def run_sweep(args: argparse.Namespace, model: Any, fp32: Path, held_out: Path, 
         calib = ensure_calibration_set(args.work / f"calib-{n}", synthetic=True, num=n, seed=1, progress=False)
         paths = {}
         for v in variants:
-            out = args.work / f"sweep{n}-{_slug(v['variant'])}.onnx"
+            out = args.work / f"sweep{n}-{slug(v['variant'])}.onnx"
             _quantise(v, fp32, calib, out)
             paths[v["variant"]] = out
         drift, _ = _measure(paths, held_out, model)
@@ -480,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.calibration import ensure_calibration_set, load_calibration_set
     from simplehand_deploy.checkpoint import load_checkpoint
     from simplehand_deploy.drift import HandRegions
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, slug
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.testing import int8_recipe_checkpoint
 
@@ -529,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name not in per_vertex:  # a reused row: its per-vertex drift lives in its own folder
                     continue
                 plot_drift_map(hand.mean_vertices, per_vertex[name],
-                               folder / f"drift_map_{config}_{_slug(name)}.png",
+                               folder / f"drift_map_{config}_{slug(name)}.png",
                                f"{config}: {name}, held-out mean vertex drift vs FP32 eager", hand.regions)
         if "why" in v:
             raise SystemExit(f"error: {v['why']} (see the status column)")

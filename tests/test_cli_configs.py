@@ -1,4 +1,4 @@
-"""Issue 15: each `simplehand-deploy` command builds one config value (`XConfig.from_cli`), calls one library
+"""Each `simplehand-deploy` command builds one config value (`XConfig.from_cli`), calls one library
 function and renders its result. The configs hold the commands' defaults; the options the CLI declares must show
 the same ones, and `from_cli` refuses bad options before any work."""
 

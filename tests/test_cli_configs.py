@@ -13,6 +13,7 @@ import pytest
 import typer
 
 from simplehand_deploy.artifact import Int8Recipe, OnnxArtifact, SensitivityRepair
+from simplehand_deploy.bench.sensitivity import SensitivityConfig
 from simplehand_deploy.calibration import CalibSetConfig
 from simplehand_deploy.cli import _run, deploy
 from simplehand_deploy.config import DEFAULT_CONFIG
@@ -22,9 +23,8 @@ from simplehand_deploy.errors import UsageError
 from simplehand_deploy.evaluate import EvalConfig
 from simplehand_deploy.export import ExportConfig
 from simplehand_deploy.precision import Fp16Config, Int8Config, Int8Result
-from simplehand_deploy.predict import PredictConfig
-from simplehand_deploy.bench.sensitivity import SensitivityConfig
 from simplehand_deploy.precision.qat import QatConfig
+from simplehand_deploy.predict import PredictConfig
 from simplehand_deploy.train import TrainConfig
 
 CONFIGS = {"predict": PredictConfig, "synth": SynthConfig, "calib-set": CalibSetConfig, "train": TrainConfig,

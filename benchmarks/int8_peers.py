@@ -2,6 +2,7 @@
 
     python benchmarks/int8_peers.py [--work runs/int8-peers] [--out benchmarks/results] [--threads 1]
                                     [--calib-nums 16,32,64,128,256] [--no-sweep] [--fastvit-checkpoint W]
+                                    [--qat-steps 600] [--qat-lr 1e-4] [--modelopt-from RESULTS_DIR]
 
 The recipe is the issue's (14): `tiny` trained with `train --config tiny --synthetic --steps 300 --seed 1
 --rotation 0`, calibration crops `calib-set --synthetic --num 32 --seed 1`, held-out crops `calib-set
@@ -23,7 +24,16 @@ main table, `calib_sweep` for the sweep), peers.md (the README table), preset.js
 drift_vs_mac_share.png, drift_vs_calib_num.png and drift maps of ours and the best ModelOpt variant.
 Creates the ModelOpt venv (`make modelopt`) when it is missing.
 
-Exit 1 when the issue's goal is missed: our default or `all` placement must have at most half the
+QAT rows (`simplehand-deploy qat`, one fine-tune per placement `all`, `dense`, `matched`, both targets;
+fine-tuning crops `calib-set --synthetic --num 2048 --seed 5`, validation = their last 10%) sit beside
+PTQ and ModelOpt on the same held-out crops. Every main-table drift carries a bootstrap 95% interval over
+the held-out crops (columns vertex_drift_mean_ci95_{lo,hi}_mm). `--modelopt-from` takes the ModelOpt rows
+from a committed results folder instead of running ModelOpt, and refuses when they were measured on other
+weights.
+
+Exit 1 when both goals are missed. The QAT goal: a QAT artifact whose INT8 MAC share is at least the
+highest ModelOpt share minus 1.5 points has at most half the best ModelOpt drift, and every QAT `dense`
+artifact is at most 1.0 mm. The post-training goal (earlier): our default or `all` placement must have at most half the
 held-out mean vertex drift of the best ModelOpt variant, with an INT8 MAC share at least the highest
 ModelOpt share minus one point. Run with the machine otherwise quiet for the CPU times.
 """

@@ -27,7 +27,7 @@ run slowed by someone else's load *is* slower: no statistic on one pair can tell
 regression). `--max-load L` waits (up to `--max-wait` seconds) for the load average to drop to L
 before each pair, for a quiet-machine figure. `pooled` expects the same shares.
 
-`compare` runs `simplehand-bench compare --baseline A --current B --batch-sizes 1,4 --rounds 8 --duration 0.5`
+`compare` runs `simplehand-bench compare --baseline A --current B --batch-sizes 1,4 --rounds 10 --duration 0.2`
 (`--compare-*` options) on the tiny FP32 graph A against: a byte-identical copy (`--compare-pairs`, at
 least 95% must pass), the copy with `--busy` busy loops running during the whole compare
 (`--compare-busy-pairs`, at least 90% must pass: contention hits both sides), and copies made slower by
@@ -221,6 +221,8 @@ def _compare(work: Path, a: Path, b: Path, out: Path, args: argparse.Namespace, 
            "--out", str(out), "--json", "--quiet"]
     if args.compare_threads:
         cmd += ["--threads", str(args.compare_threads)]
+    if args.compare_no_spin:
+        cmd += ["--no-spin"]
     load = os.getloadavg()[0]
     hogs = [subprocess.Popen(BUSY) for _ in range(busy)]
     t0 = time.time()
@@ -328,7 +330,8 @@ def compare_protocol(args: argparse.Namespace, work: Path, out: Path) -> tuple[d
     reach = {b: round(1 + args.compare_tol + c["lower_gap_median"], 3) for b, c in cov.items()}
     record = {"compare_args": f"--batch-sizes {args.compare_batch_sizes} --rounds {args.compare_rounds} --duration "
                               f"{args.compare_duration:g}" + (f" --threads {args.compare_threads}"
-                                                              if args.compare_threads else ""),
+                                                              if args.compare_threads else "")
+                              + (" --no-spin" if args.compare_no_spin else ""),
               "probe": probe, "per_unit_extra": per_unit,
               "slowdowns": {t: {"units": v["units"], "true": v["true"]} for t, v in slow.items()},
               "entries": entries, "summary": lines, "within_job": cov, "smallest_detected_8_of_10": smallest,
@@ -383,11 +386,13 @@ def main() -> int:
     ap.add_argument("--slowdowns", type=lambda t: [float(v) for v in t.split(",")], default=[1.5, 1.2],
                     help="target ratios of the slowed copies")
     ap.add_argument("--compare-batch-sizes", default="1,4")
-    ap.add_argument("--compare-rounds", type=int, default=8)
-    ap.add_argument("--compare-duration", type=float, default=0.5)
+    ap.add_argument("--compare-rounds", type=int, default=10, help="compare --rounds (shorter samples, more blocks: "
+                    "the two sides of a block are timed closer together)")
+    ap.add_argument("--compare-duration", type=float, default=0.2, help="compare --duration")
     ap.add_argument("--compare-threads", type=int, default=None, help="compare --threads (default: ORT's)")
     ap.add_argument("--true-rounds", type=int, default=8, help="compare: blocks of the true-ratio measurement")
     ap.add_argument("--true-duration", type=float, default=1.0, help="compare: sample seconds of that measurement")
+    ap.add_argument("--compare-no-spin", action="store_true", help="compare --no-spin")
     ap.add_argument("--compare-tol", type=float, default=0.10, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()

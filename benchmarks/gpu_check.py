@@ -1,14 +1,15 @@
 """One GPU check for any NVIDIA machine: how fast is SimpleHand here, per backend, precision and batch size?
 
-    PYTHONPATH=. python3 benchmarks/gpu_check.py --out "$OUT"     # the whole check, about 5 minutes
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out "$OUT"     # the whole check, within --budget-s (540 s)
 
-Options: --config fastvit_ma36 --checkpoint W --batches 1,8,32,64 --duration 2 --sections eager,graphs,ort,trt,compile
---deadline-s 480. Sections, each degrading on its own (a missing optional dependency or a failure becomes a
-`skipped: ...` / `error: ...` row with the reason, never a crash): torch CUDA eager FP32/FP16, the same under
-CUDA graphs, ONNX Runtime's CUDA provider if installed, TensorRT if installed (through our builder and
+Options: --config fastvit_ma36 --checkpoint W --batches 1,8,32,64 --duration 2 --deadline-s 420 --budget-s 540
+--sections eager,graphs,ort,trt,compile. Sections, each degrading on its own (a missing optional dependency or a
+failure becomes a `skipped: ...` / `error: ...` row with the reason, never a crash): torch CUDA eager FP32/FP16,
+the same under CUDA graphs, ONNX Runtime's CUDA provider if installed, TensorRT if installed (through our builder and
 runtime, engines cached by content key in --engines-dir; the INT8 artifact this TensorRT version takes), and
 last torch.compile (inductor, FP16) at the first batch size only (its compile time is the unknown).
-A section that would start after --deadline-s becomes a skipped row, so one run fits a 10-minute slot.
+A section that would start after --deadline-s becomes a skipped row, and the compile is abandoned (a skipped
+row, exit 0) if it is still compiling at --budget-s, so one run fits a 10-minute slot.
 GPU timings are CUDA events around each launch on its stream (GPU compute, no H2D/D2H); ONNX Runtime is
 timed on the host around `run` and includes copies. Each row also carries the vertex drift (mm) against
 torch FP32 eager on the same random batch.
@@ -39,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 SECTIONS = ("eager", "graphs", "ort", "trt", "compile")  # run in this order: the unbounded compile last
 RUNNER = {"eager": "torch", "graphs": "torch", "ort": "onnxruntime", "trt": "tensorrt", "compile": "torch_compile"}
-DEFAULT_DEADLINE_S = 480.0  # no section starts later: a 10-minute slot keeps room for the slowest one
+DEFAULT_DEADLINE_S = 420.0  # no section starts later than this (seconds from the start)
+DEFAULT_BUDGET_S = 540.0  # the whole run: a compile still running then is abandoned (a 10-minute slot)
 SHOWN = ("runner", "precision", "batch_size", "cuda_graphs", "status", "latency_p50_ms", "latency_p99_ms",
          "throughput_img_s", "vertex_drift_mean_mm", "precision_mix", "note")
 
@@ -376,22 +378,43 @@ def _write_plain(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) 
 
 
 def run(check: Rows, env: dict[str, Any], folder: Path, *, deadline_s: float = DEFAULT_DEADLINE_S,
-        started: float | None = None) -> Path:
-    """Run the selected sections in SECTIONS order, writing the folder after each one; a section that would
-    start after `deadline_s` (from `started`) becomes one skipped row."""
+        budget_s: float = DEFAULT_BUDGET_S, started: float | None = None) -> bool:
+    """Run the selected sections in SECTIONS order, writing the folder after each one. A section that would
+    start after `deadline_s` (seconds from `started`) becomes one skipped row; the compile, whose time is
+    unbounded, runs in a worker thread and is abandoned (a skipped row) if it is still running at `budget_s`.
+    Returns True when a worker was abandoned (the caller must then leave with os._exit)."""
     started = time.monotonic() if started is None else started
     sections = check.sections()
+    abandoned = False
     for name in SECTIONS:
         if name not in check.args.sections:
             continue
         elapsed = time.monotonic() - started
+        graphs = name == "graphs" or None
         if elapsed > deadline_s:
             check.add(RUNNER[name], "", None, f"skipped: time budget ({elapsed:.0f} s > --deadline-s {deadline_s:.0f})",
-                      cuda_graphs=name == "graphs" or None)
+                      cuda_graphs=graphs)
+        elif name == "compile":
+            rows = len(check.rows)
+            if not _bounded(lambda n=name: check.section(n, sections[n]), budget_s - elapsed):
+                abandoned = True
+                del check.rows[rows:]  # nothing half-written from the abandoned worker
+                check.add(RUNNER[name], "", None, f"skipped: time budget (still compiling at --budget-s "
+                          f"{budget_s:.0f})")
         else:
             check.section(name, sections[name])
         write(check.rows, env, folder)
-    return folder
+    return abandoned
+
+
+def _bounded(fn: Callable[[], None], seconds: float) -> bool:
+    """Run `fn` in a daemon thread for at most `seconds`; False when it is still running then."""
+    import threading
+
+    worker = threading.Thread(target=fn, daemon=True)
+    worker.start()
+    worker.join(max(seconds, 0.0))
+    return not worker.is_alive()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                    + ",".join(SECTIONS))
     p.add_argument("--deadline-s", type=float, default=DEFAULT_DEADLINE_S,
                    help="no section starts after this many seconds (it becomes a skipped row)")
+    p.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                   help="the whole run: a torch.compile still running then is abandoned (a skipped row)")
     p.add_argument("--engines-dir", default=str(ROOT / "engines"))
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="print tracebacks of failed sections")
@@ -439,8 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         print(f"gpu_check on {env['device_name']}: {check.info.config}, weights {check.info.short} "
               f"({check.info.kind}), batches {args.batches}", flush=True)
-    folder = run(check, env, run_folder(args.out, env), deadline_s=args.deadline_s, started=started)
-    print(f"gpu_check: {len(check.rows)} rows -> {folder}/results.{{csv,json,md}}")
+    folder = run_folder(args.out, env)
+    abandoned = run(check, env, folder, deadline_s=args.deadline_s, budget_s=args.budget_s, started=started)
+    print(f"gpu_check: {len(check.rows)} rows -> {folder}/results.{{csv,json,md}}", flush=True)
+    if abandoned:  # a compile thread is still inside torch: do not wait for it at interpreter exit
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -710,6 +710,8 @@ def compare_cmd(
                                                "(default for plans); both sides use it.")] = None,
     batch_sizes: Annotated[str | None, typer.Option("--batch-sizes", help="Comma list (default 1,4).")] = None,
     threads: ThreadsOpt = None,
+    no_spin: Annotated[bool, typer.Option("--no-spin", help="ONNX Runtime's idle intra-op threads sleep instead of "
+                                          "spin-waiting (session.intra_op.allow_spinning=0), on both sides.")] = False,
     rounds: Annotated[int | None, typer.Option("--rounds", help="ABBA blocks (default 8: 16 samples per side). "
                                                "More blocks narrow the interval.")] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="Seconds per sample (default 1.0).")] = None,
@@ -740,7 +742,8 @@ def compare_cmd(
     from .bench.compare import CompareConfig, failure_line, render_table, run_compare
 
     report = run_compare(CompareConfig.from_cli(
-        baseline=baseline, current=current, runner=runner, batch_sizes=batch_sizes, threads=threads, rounds=rounds,
+        baseline=baseline, current=current, runner=runner, batch_sizes=batch_sizes, threads=threads,
+        spinning=False if no_spin else None, rounds=rounds,
         duration=duration, latency_tol=latency_tol, calib=calib, checkpoint=checkpoint, config=config,
         drift_tol_mm=drift_tol_mm, markdown=markdown, junit=junit, out=out, quiet=bool(quiet or json_out)))
     if json_out:

@@ -143,6 +143,34 @@ def test_compile_runs_last_and_a_late_section_is_skipped(tmp_path):
     assert json.loads((tmp_path / "b" / "results.json").read_text())[1]["runner"] == "tensorrt"
 
 
+def test_a_compile_still_running_at_the_budget_is_abandoned(tmp_path):
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    mod = _load()
+    release = threading.Event()
+
+    class Stub(mod.Rows):
+        def sections(self):
+            def compiling():
+                release.wait(30)
+                self.add("torch_compile", "fp16", 1, "ok")  # too late: must not appear
+
+            return {"eager": lambda: self.add("torch", "fp32", 1, "ok"), "compile": compiling}
+
+    check = Stub(SimpleNamespace(sections=["eager", "compile"], quiet=True, verbose=False))
+    t0 = time.monotonic()
+    assert mod.run(check, {"device_name": "x"}, tmp_path, budget_s=1.0) is True
+    assert time.monotonic() - t0 < 5
+    assert [r["status"] for r in check.rows] == ["ok", "skipped: time budget (still compiling at --budget-s 1)"]
+    assert json.loads((tmp_path / "results.json").read_text())[1]["runner"] == "torch_compile"
+    release.set()  # (main leaves with os._exit here; the test lets the worker finish instead)
+    quick = Stub(SimpleNamespace(sections=["compile"], quiet=True, verbose=False))
+    assert mod.run(quick, {"device_name": "x"}, tmp_path / "q", budget_s=30) is False
+    assert quick.rows[0]["status"] == "ok"
+
+
 _DRIVER = """
 import json, sys, time, importlib.util
 from pathlib import Path
@@ -188,10 +216,11 @@ def test_killed_run_keeps_the_finished_sections(tmp_path, polars):
         while time.monotonic() < end and proc.poll() is None:
             try:
                 rows = json.loads((folder / "results.json").read_text())
+                md = (folder / "results.md").read_text()  # written after results.json
             except (OSError, ValueError):
-                rows = []
-            if len(rows) == 2:
-                break
+                rows, md = [], ""
+            if len(rows) == 2 and md.count("| torch") == 2:
+                break  # the second section's files are all written; the third section hangs
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read()[-2000:]  # still hanging in the third section
     finally:

@@ -162,3 +162,33 @@ def test_trt_runner_reads_sidecar_without_tensorrt(tmp_path):
     line = runner.trtexec_command(4, duration=2.0, iterations=20, warmup=0.5)
     assert f"--loadEngine={plan}" in line and "image:4x3x224x224" in line and "--duration=2 " in line
     assert "--noDataTransfers" in line  # TensorRT 10 from the sidecar: pre-11 defaults spelled out
+
+
+def test_buffers_option_reaches_the_runner_and_the_builder(tmp_path, monkeypatch):
+    """`--buffers` on the bench commands reaches each TensorRT runner; on `build`, the builder (device probe)."""
+    import simplehand_deploy.trt.build as build
+    from simplehand_deploy.bench.run import BenchConfig
+    from simplehand_deploy.bench.sweep import build_specs
+    from simplehand_deploy.cli import _run, bench, deploy
+
+    plan = _plan(tmp_path, "k", "a" * 64)
+    specs = build_specs(["tensorrt"], model=None, info=None, onnx=[], plans=[plan], engines_dir=tmp_path,
+                        quiet=True, check_plans=False, buffers="pycuda")
+    assert specs[0].make().buffers == "pycuda"
+    assert BenchConfig.from_cli(("latency",), buffers=None).buffers == "auto"
+    assert _run(bench, ["latency", "--buffers", "cupy", "--quiet"]) == 2  # refused before any work
+
+    seen = {}
+
+    def fake_build(onnx, **kw):
+        seen.update(kw)
+        return build.EngineArtifact(tmp_path / "k.plan", key="k", cached=True)
+
+    monkeypatch.setattr(build, "build_engine", fake_build)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    assert _run(deploy, ["build", "--onnx", str(onnx), "--buffers", "cuda-python"]) == 0
+    assert seen["buffers"] == "cuda-python"
+    assert _run(deploy, ["build", "--onnx", str(onnx)]) == 0 and seen["buffers"] == "auto"
+    with pytest.raises(build.UsageError, match="--buffers 'cupy': choose one of auto, torch, cuda-python, pycuda"):
+        build.check_buffers("cupy")

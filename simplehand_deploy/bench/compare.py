@@ -217,6 +217,7 @@ class CompareReport:
     drift_tol_mm: float
     cpu_threads: int | None = None
     seconds: float = 0.0
+    spinning: bool = True
     env: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
 
@@ -237,7 +238,7 @@ class CompareReport:
 
     def records(self) -> list[dict[str, Any]]:
         common = {"runner": self.runner, "baseline": self.baseline, "current": self.current, "rounds": self.rounds,
-                  "duration_s": self.duration_s, "cpu_threads": self.cpu_threads,
+                  "duration_s": self.duration_s, "cpu_threads": self.cpu_threads, "spinning": self.spinning,
                   **{k: self.env.get(k, "") for k in ("device_name", "cpu_model", "run_id")}}
         return [{**common, **r.record()} for r in self.rows]
 
@@ -380,6 +381,7 @@ class CompareConfig:
     runner: str | None = None  # None: onnxruntime for .onnx, tensorrt for plans
     batch_sizes: str = DEFAULT_BATCHES
     threads: int | None = None  # None: the library's own (the same for both sides)
+    spinning: bool = True  # False: ONNX Runtime's idle pool threads sleep (session.intra_op.allow_spinning=0)
     rounds: int = DEFAULT_ROUNDS
     duration: float = DEFAULT_DURATION
     warmup: float = DEFAULT_WARMUP
@@ -430,6 +432,9 @@ class CompareConfig:
             raise UsageError("--rounds must be >= 1, --duration > 0 and --warmup >= 0")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads}: must be >= 1 (omit it for the library's default)")
+        if not self.spinning and runner != "onnxruntime":
+            raise UsageError("--no-spin sets ONNX Runtime's session.intra_op.allow_spinning=0: it does not apply to "
+                             f"{runner}")
         if self.drift_tol_mm < 0:
             raise UsageError("--drift-tol-mm must be >= 0")
         if self.calib is None and (self.checkpoint is not None or self.config is not None):
@@ -454,7 +459,7 @@ def _open_pair(cfg: CompareConfig) -> tuple[Any, Any]:
     def make(p: Path) -> Any:
         if cfg.kind == "plan":
             return get_runner("tensorrt", plan=p)
-        return get_runner("onnxruntime", onnx=p, threads=cfg.threads)
+        return get_runner("onnxruntime", onnx=p, threads=cfg.threads, spinning=cfg.spinning)
 
     ra, rb = make(cfg.baseline), make(cfg.current)
     ra.open()
@@ -529,7 +534,7 @@ def run_compare(cfg: CompareConfig) -> CompareReport:
     env = fingerprint()
     report = CompareReport(tuple(rows), str(cfg.baseline), str(cfg.current), cfg.resolved_runner(), cfg.rounds,
                            cfg.duration, cfg.latency_tol, cfg.drift_tol_mm, threads,
-                           round(time.perf_counter() - t0, 1), env)
+                           round(time.perf_counter() - t0, 1), cfg.spinning, env)
     folder = write_folder(report, cfg.out or Path("benchmarks") / "results" / f"{env['run_id']}-compare")
     report = dataclasses.replace(report, folder=folder)
     write_reports(report, markdown=cfg.markdown, junit=cfg.junit)
@@ -561,6 +566,7 @@ def write_folder(report: CompareReport, out: Path) -> Path:
     df = to_frame(report)
     meta = {"baseline": report.baseline, "current": report.current, "runner": report.runner,
             "rounds": report.rounds, "duration_s": report.duration_s, "cpu_threads": report.cpu_threads,
+            "spinning": report.spinning,
             "latency_tol": report.latency_tol, "drift_tol_mm": report.drift_tol_mm, "seconds": report.seconds,
             "summary": report.summary(), "command": " ".join(["simplehand-bench", *sys.argv[1:]])
             if Path(sys.argv[0]).name.startswith("simplehand-bench") else ""}
@@ -593,9 +599,13 @@ def _cells(r: CompareRow) -> tuple[str, ...]:
             "" if rc is None else f"{rc:.1%}", "" if r.cpu_other_pct is None else f"{r.cpu_other_pct:.0f}")
 
 
+def _threads(report: CompareReport) -> str:
+    return f"{report.cpu_threads or 'default'}" + ("" if report.spinning else " (no spinning)")
+
+
 def _title(report: CompareReport) -> str:
     return (f"compare: {report.summary()} ({report.runner}, {report.rounds} ABBA blocks x {report.duration_s:g} s, "
-            f"threads {report.cpu_threads or 'default'}, {report.seconds:.0f} s)")
+            f"threads {_threads(report)}, {report.seconds:.0f} s)")
 
 
 def render_table(report: CompareReport) -> Table:
@@ -625,7 +635,7 @@ def to_markdown(report: CompareReport) -> str:
              f"Baseline `{report.baseline}` (A) vs current `{report.current}` (B) on "
              f"**{report.env.get('device_name', '') or 'this machine'}**, {report.runner}, interleaved in "
              f"{report.rounds} ABBA blocks of {report.duration_s:g} s samples, CPU threads "
-             f"{report.cpu_threads or 'default'}. A latency row fails when the {CONFIDENCE:.0%} bootstrap interval of "
+             f"{_threads(report)}. A latency row fails when the {CONFIDENCE:.0%} bootstrap interval of "
              f"the median per-block ratio B/A lies entirely above {1 + report.latency_tol:.2f} (throughput: below "
              f"{1 - report.latency_tol:.2f}); drift rows when B drifts more than {report.drift_tol_mm:g} mm more "
              "than A.", ""]

@@ -467,7 +467,7 @@ class ContextPool:
     def __init__(self, first: Any, make: Callable[[], Any], *, major: int, stream: int,
                  sync: Callable[[], None] = lambda: None) -> None:
         self.first = first  # the context created at load time: it holds profile 0
-        self.make = make  # a further context (None when this TensorRT cannot make one)
+        self.make: Callable[[], Any] | None = make  # a further context (it may return None)
         self.major, self.stream, self.sync = major, stream, sync
         self.shared = False  # fallback: `first` serves every batch size, re-bound per batch
         self.contexts: dict[int, Any] = {}
@@ -476,7 +476,7 @@ class ContextPool:
 
     def _further(self) -> Any:
         """A further context holding profile 0, or None (then every later batch shares `first`)."""
-        if self.shared:
+        if self.shared or self.make is None:
             return None
         ctx = self.make()
         if ctx is not None and self.major < 10:
@@ -539,7 +539,7 @@ class ContextPool:
     def clear(self) -> None:
         self.contexts.clear()
         self.addresses.clear()
-        self.first = self.make = None  # type: ignore[assignment]
+        self.first = self.make = None
 
 
 def set_shape(ctx: Any, batch: int) -> None:
@@ -566,9 +566,10 @@ def execute(ctx: Any, stream: int, batch: int, what: str = "") -> None:
 class TrtEngine:
     """A deserialised plan with one execution context per batch size, ready for `infer(images)`.
 
-    `prepare(batch)` allocates I/O for one batch size, creates that batch's own context, binds its shape
-    and addresses once and captures its CUDA graph (trtexec and other wrappers capture one graph per
-    context). All contexts share one device-memory block (they never run concurrently: one stream), so
+    `prepare(batch)` allocates I/O for one batch size, gives it its own context (`ContextPool`: the
+    TensorRT version decides how; before 10 without profile sharing one context is re-bound per batch),
+    binds its shape and addresses once and captures its CUDA graph (trtexec and other wrappers capture one
+    graph per context). All contexts share one device-memory block (they never run concurrently: one stream), so
     small boards do not pay activation memory per context. `enqueue(batch)` launches on `self.stream`
     without syncing (for timing loops); `infer(images)` does copy-in, launch, sync, copy-out.
     """

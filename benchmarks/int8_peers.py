@@ -152,6 +152,14 @@ def _attention_matmuls(fp32: Path) -> list[str]:
     return sorted(activation_matmuls(g, sensitive_nodes(g)["token_regressor"]))
 
 
+def _selected(name: str, variants: str | None) -> bool:
+    """--variants: keep a variant named exactly, or starting with an item that ends in '*' ('qat all*')."""
+    if not variants:
+        return True
+    items = [x.strip() for x in variants.split(",") if x.strip()]
+    return any(name == x or (x.endswith("*") and name.startswith(x[:-1])) for x in items)
+
+
 def _qat_paths(work: Path, tag: str, placement: str) -> dict[str, Path]:
     out = work / f"{tag}-qat-{placement}.onnx"
     return {"trt10": out, "trt8": out.with_suffix(".trt8.onnx")}
@@ -264,6 +272,8 @@ def run_main_table(args: argparse.Namespace, model: Any, fp32: Path, calib: Path
     failed = []
     for v in _variants(args.method, args.max_drift_mm, qat=args.qat_steps > 0 and qat is not None,
                        modelopt=args.modelopt_from is None):
+        if not _selected(v["variant"], args.variants):
+            continue
         out = args.work / f"{tag}-{_slug(v['variant'])}.onnx"
         try:
             if v["quantizer"] == "qat":
@@ -477,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qat-steps", type=int, default=600, help="QAT fine-tuning steps per placement (0: no QAT rows)")
     ap.add_argument("--qat-lr", type=float, default=1e-4, help="QAT weight learning rate")
     ap.add_argument("--qat-data-num", type=int, default=2048, help="QAT fine-tuning crops (seed 5)")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated variants to run (a name, or a prefix ending in '*': 'qat all*', 'modelopt*'); "
+                         "default: all of them")
     ap.add_argument("--modelopt-from", type=Path, default=None,
                     help="a committed int8-peers results folder: take the ModelOpt rows from it instead of running "
                          "ModelOpt (no .venv-modelopt needed); refused unless its FP32 weights are these")
@@ -534,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         title = (f"{config} ({info.short}): held-out drift vs INT8 MAC share\n{args.held_out_num} held-out crops, "
                  f"{args.calib_num} calibration crops, ORT CPU fake-quant")
         plot_frontier(quantised, folder / f"drift_vs_mac_share{'' if config == 'tiny' else '_' + config}.png", title)
-        if hand is not None:
+        if hand is not None and "why" not in v:
             for name in ("ours dense", "ours all", v["best_modelopt"]):
                 if name not in per_vertex:  # a reused row: its per-vertex drift lives in its own folder
                     continue

@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qat-lr", type=float, default=1e-4, help="QAT weight learning rate")
     ap.add_argument("--qat-data-num", type=int, default=2048, help="QAT fine-tuning crops (seed 5)")
     ap.add_argument("--variants", default=None,
-                    help="comma-separated variants to run (a name, or a prefix ending in '*': 'qat all*', 'modelopt*'); "
+                    help="comma-separated variants to run (a name, or a prefix ending in '*': 'qat all*'); "
                          "default: all of them")
     ap.add_argument("--modelopt-from", type=Path, default=None,
                     help="a committed int8-peers results folder: take the ModelOpt rows from it instead of running "

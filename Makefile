@@ -54,7 +54,7 @@ engine: $(VENV)/.installed
 		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) \
 		$(if $(DEXYCB),--dexycb $(DEXYCB)) --calib-num $(CALIB_NUM)
 
-# Regression gates (issue 8). RESULTS: a run folder or the results root (newest run of DEVICE is taken).
+# Regression gates. RESULTS: a run folder or the results root (newest run of DEVICE is taken).
 RESULTS   ?= benchmarks/results
 BASELINES ?= benchmarks/baselines
 DEVICE    ?=

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     from simplehand_deploy.bench.results import markdown_rows
-    from simplehand_deploy.env import details
+    from simplehand_deploy.env import details, write_env_json
 
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-make-engine"
     out.mkdir(parents=True, exist_ok=True)
     (out / "make_engine.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     kind = sidecar.get("weights_kind")
     lines = [f"# make engine ({args.config}, {args.calib_num} calibration crops, {kind} weights)",
              "", f"`{record['command']}` on {env['cpu_model']} ({env['cpu_count']} CPUs), 1-min load average at "

@@ -75,7 +75,7 @@ def test_engine_job_reuses_artifacts(job):
     assert rows.steps[0].artifact == "calibration set" and rows.steps[0].status == "reused"  # found valid
 
 
-def test_step_statuses_are_the_issues_four():
+def test_step_statuses_are_the_four_documented():
     from typing import get_args, get_type_hints
 
     from simplehand_deploy.pipeline import StepResult

@@ -1,4 +1,4 @@
-"""TensorRT in the harness, on CPU (issue 12 items 2, 3, 7): plan selection, trtexec-like GPU timing loop with
+"""TensorRT in the harness, on CPU: plan selection, trtexec-like GPU timing loop with
 plain stand-in events, trtexec lines, TensorRT columns. No TensorRT is faked: the logic runs on plain objects."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from simplehand_deploy.bench.latency import measure, time_gpu, trtexec_command
 from simplehand_deploy.bench.results import RESULT_COLUMNS, conform
+from simplehand_deploy.timing import measure, time_gpu, trtexec_command
 
 
 class _Clock:

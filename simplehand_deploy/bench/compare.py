@@ -286,7 +286,7 @@ def measure_pair(ra: Any, rb: Any, batch: int, *, rounds: int = DEFAULT_ROUNDS, 
                  warmup: float = DEFAULT_WARMUP, progress: bool = False) -> tuple[SideSamples, SideSamples]:
     """Time two open runners at one batch size in ABBA blocks; each sample is `duration` seconds of one side."""
     from ..progress import track
-    from .latency import measure
+    from ..timing import measure
 
     sides = {"A": ra, "B": rb}
     for r in sides.values():

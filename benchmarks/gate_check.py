@@ -27,13 +27,14 @@ run slowed by someone else's load *is* slower: no statistic on one pair can tell
 regression). `--max-load L` waits (up to `--max-wait` seconds) for the load average to drop to L
 before each pair, for a quiet-machine figure. `pooled` expects the same shares.
 
-`compare` runs `simplehand-bench compare --baseline A --current B --batch-sizes 1,4 --rounds 10 --duration 0.2`
+`compare` runs `simplehand-bench compare --baseline A --current B --batch-sizes 1 --rounds 8 --duration 0.25`
 (`--compare-*` options) on the tiny FP32 graph A against: a byte-identical copy (`--compare-pairs`, at
 least 95% must pass), the copy with `--busy` busy loops running during the whole compare
 (`--compare-busy-pairs`, at least 90% must pass: contention hits both sides), and copies made slower by
 side branches the graph must compute (`--slowdowns 1.5,1.2`, `--compare-slow-pairs` each; the true ratio
-is measured first): every pair of the largest slowdown must fail (exit 1), at least 80% of the others and
-of the largest slowdown under busy loops. It reports the within-job spread and the smallest slowdown
+is measured first, by a compare at its defaults of batch sizes 1,4, whose wall time is reported too):
+every pair of the largest slowdown must fail (exit 1), at least 80% of the others and of the largest
+slowdown under busy loops. It reports the within-job spread and the smallest slowdown
 detected in 8 of 10. Each compare's rows (every block) are kept under compare/.
 """
 
@@ -214,9 +215,10 @@ def stored_protocols(args: argparse.Namespace, work: Path, out: Path, protocols:
 
 
 def _compare(work: Path, a: Path, b: Path, out: Path, args: argparse.Namespace, *, busy: int = 0,
-             rounds: int | None = None, duration: float | None = None) -> dict:
+             rounds: int | None = None, duration: float | None = None, batch_sizes: str | None = None) -> dict:
     """One `simplehand-bench compare` in its own process (with `busy` busy loops running all along)."""
-    cmd = ["compare", "--baseline", str(a), "--current", str(b), "--batch-sizes", args.compare_batch_sizes,
+    cmd = ["compare", "--baseline", str(a), "--current", str(b), "--batch-sizes",
+           batch_sizes or args.compare_batch_sizes,
            "--rounds", str(rounds or args.compare_rounds), "--duration", str(duration or args.compare_duration),
            "--out", str(out), "--json", "--quiet"]
     if args.compare_threads:
@@ -281,10 +283,10 @@ def compare_protocol(args: argparse.Namespace, work: Path, out: Path) -> tuple[d
         units = max(1, round((target - 1) / max(per_unit, 1e-6)))
         path = slowed_copy(a, work / "engines" / f"slow-{target:g}.onnx", units)
         true = _compare(work, a, path, folder / f"true-ratio-{target:g}", args, rounds=args.true_rounds,
-                        duration=args.true_duration)
+                        duration=args.true_duration, batch_sizes=args.true_batch_sizes)
         slow[f"{target:g}"] = {"units": units, "path": path, "true": true}
         print(f"slowdown ~{target:g}x: {units} side branches, true ratio ({args.true_rounds} blocks x "
-              f"{args.true_duration:g} s) "
+              f"{args.true_duration:g} s, {true['wall_s']:.0f} s) "
               + ", ".join(f"b{b} {v:.3f} ({true['ci'][b][0]:.3f}..{true['ci'][b][1]:.3f})"
                           for b, v in true["ratio"].items()), flush=True)
     top = f"{max(args.slowdowns):g}"
@@ -328,7 +330,9 @@ def compare_protocol(args: argparse.Namespace, work: Path, out: Path) -> tuple[d
     # a slowdown is flagged when the interval's lower end clears 1 + tol: on identical pairs that end sits
     # `lower_gap` below the median ratio, so about 1 + tol + gap is the smallest ratio the protocol can flag
     reach = {b: round(1 + args.compare_tol + c["lower_gap_median"], 3) for b, c in cov.items()}
-    record = {"compare_args": f"--batch-sizes {args.compare_batch_sizes} --rounds {args.compare_rounds} --duration "
+    true_wall = {t: v["true"]["wall_s"] for t, v in slow.items()}
+    record = {"default_compare_wall_s": true_wall,
+              "compare_args": f"--batch-sizes {args.compare_batch_sizes} --rounds {args.compare_rounds} --duration "
                               f"{args.compare_duration:g}" + (f" --threads {args.compare_threads}"
                                                               if args.compare_threads else "")
                               + (" --no-spin" if args.compare_no_spin else ""),
@@ -361,7 +365,9 @@ def compare_protocol(args: argparse.Namespace, work: Path, out: Path) -> tuple[d
                       for b, c in cov.items())
           + f". Smallest slowdown failed in at least 8 of 10: {smallest}x; from the identical pairs' intervals a "
           f"slowdown is flaggable from about {reach}. Median wall time per compare: {record['wall_s_median']:.0f} "
-          f"s.\n\nSlowed copies (busy kinds run {args.busy} busy loops during the whole compare):\n\n" + true_rows
+          f"s; a compare at its defaults (8 blocks x 1 s) of batch sizes {args.true_batch_sizes} (the true-ratio "
+          f"runs) took {', '.join(f'{w:.0f}' for w in true_wall.values())} s.\n\nSlowed copies (busy kinds run "
+          f"{args.busy} busy loops during the whole compare):\n\n" + true_rows
           + "\n" + table)
     return record, md
 
@@ -385,13 +391,16 @@ def main() -> int:
     ap.add_argument("--compare-slow-pairs", type=int, default=10, help="compare: pairs per slowdown")
     ap.add_argument("--slowdowns", type=lambda t: [float(v) for v in t.split(",")], default=[1.5, 1.2],
                     help="target ratios of the slowed copies")
-    ap.add_argument("--compare-batch-sizes", default="1,4")
-    ap.add_argument("--compare-rounds", type=int, default=10, help="compare --rounds (shorter samples, more blocks: "
-                    "the two sides of a block are timed closer together)")
-    ap.add_argument("--compare-duration", type=float, default=0.2, help="compare --duration")
+    ap.add_argument("--compare-batch-sizes", default="1")
+    ap.add_argument("--compare-rounds", type=int, default=8, help="compare --rounds (with short samples the two "
+                    "sides of a block are timed close together)")
+    ap.add_argument("--compare-duration", type=float, default=0.25, help="compare --duration")
     ap.add_argument("--compare-threads", type=int, default=None, help="compare --threads (default: ORT's)")
     ap.add_argument("--true-rounds", type=int, default=8, help="compare: blocks of the true-ratio measurement")
     ap.add_argument("--true-duration", type=float, default=1.0, help="compare: sample seconds of that measurement")
+    ap.add_argument("--true-batch-sizes", default="1,4",
+                    help="compare: batch sizes of that measurement (at compare's defaults: its wall time is the "
+                         "time a default compare of two batch sizes takes)")
     ap.add_argument("--compare-no-spin", action="store_true", help="compare --no-spin")
     ap.add_argument("--compare-tol", type=float, default=0.10, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=None)

@@ -399,9 +399,9 @@ def int8_sensitivity(
     """Per quantised layer: drift (mm) when only its activation, and when only its weight, is INT8 (its own
     placement and scales; reference: the same graph without Q/DQ), with its MACs. tiny: minutes; fastvit_ma36:
     about an hour on 2 cores."""
-    from .bench.sensitivity import SensitivityConfig, write_sensitivity
+    from .bench.sensitivity import SensitivityConfig, run_sensitivity
 
-    folder = write_sensitivity(SensitivityConfig.from_cli(onnx=onnx, calib=calib, out=out, top=top, quiet=quiet))
+    folder = run_sensitivity(SensitivityConfig.from_cli(onnx=onnx, calib=calib, out=out, top=top, quiet=quiet))
     _say(f"wrote {folder}", quiet)
 
 

@@ -90,7 +90,8 @@ def test_python_example_runs(tmp_path):
     assert (tmp_path / "runs" / "tiny-int8.onnx").is_file()
 
 
-STALE = re.compile(r"\bissues? [0-9]|issue's|notes/|\.\./shared", re.I)
+# written in pieces so that this file does not match itself when the same pattern is grepped over the repository
+STALE = re.compile("|".join((r"\bissues? [0-9]", "issue" + "'s", "no" + "tes/", r"\.\./" + "shared")), re.I)
 SCANNED = ["simplehand_deploy", "benchmarks", "tests", "docs", ".github", "README.md", "Makefile", "pyproject.toml"]
 
 
@@ -112,7 +113,8 @@ def test_no_text_points_outside_the_repository():
     hits = [f"{f.relative_to(ROOT)}:{i}: {line.strip()[:80]}" for f in _text_files()
             for i, line in enumerate(f.read_text(errors="replace").splitlines(), 1) if STALE.search(line)]
     assert not hits, "\n".join(hits)
-    assert STALE.search("see issue 12") and STALE.search("the Issue's goal") and STALE.search("../shared/x")
+    for sample in ("see issue" + " 12", "the Issue" + "'s goal", "no" + "tes/x.md", "../" + "shared/x"):
+        assert STALE.search(sample), sample
 
 
 DEFAULTS = re.compile(r'1, ?8, ?64|4096|"minmax"')

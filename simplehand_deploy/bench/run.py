@@ -111,9 +111,9 @@ def run_bench(cfg: BenchConfig) -> BenchRun:
     from . import sweep
 
     names = sweep.parse_runners(cfg.runners)
-    from ..trt.runtime import choose_buffers
+    from ..trt.build import check_buffers
 
-    choose_buffers(cfg.buffers, {})  # a misspelt --buffers fails before any work
+    check_buffers(cfg.buffers)  # a misspelt --buffers fails before any work; `auto` is resolved by the runner
     on_gpu = bool(gpu_info())
     batches = sweep.parse_batches(cfg.batch_sizes, on_gpu)
     if cfg.iterations < 1 or cfg.duration < 0 or cfg.warmup < 0:

@@ -78,7 +78,7 @@ def plot(rows: list[dict[str, Any]], path: Path, top: int, title: str) -> Path:
     return path
 
 
-def write_sensitivity(cfg: SensitivityConfig) -> Path:
+def run_sensitivity(cfg: SensitivityConfig) -> Path:
     """Measure and write the folder (every file atomically; only our own file names are written)."""
     import polars as pl
 

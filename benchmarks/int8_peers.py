@@ -20,7 +20,7 @@ fake-quant CPU time at batch 1
 held-out drift of ours and ModelOpt for 16..256 calibration crops.
 
 Writes `<out>/<run-id>-int8-peers/`: results.{parquet,csv,json,md} + env.json (measurement `peers` for the
-main table, `calib_sweep` for the sweep), peers.md (the README table), preset.json (recipe, verdict),
+main table, `calib_sweep` for the sweep), peers.md (the table in benchmarks/README.md), preset.json (recipe, verdict),
 drift_vs_mac_share.png, drift_vs_calib_num.png and drift maps of ours and the best ModelOpt variant.
 Creates the ModelOpt venv (`make modelopt`) when it is missing.
 

@@ -13,8 +13,8 @@ PyTorch FP32 eager on the held-out crops, INT8 as fake quantisation (TensorRT's 
 docs/precision.md); the INT8 MAC share is read from each graph (`precision.int8_mac_share`).
 
 Writes `<out>/<run-id>-precision-drift/`: results.{parquet,csv,json,md} + env.json, drift.md (the table in
-benchmarks/README.md) and preset.json. Exit 1 when a drift target (docs/precision.md) is missed: FP16 mean vertex drift < 0.05 mm; the
-default INT8 (dense, trt10) PA-MPVPE within 10% of FP32's.
+benchmarks/README.md) and preset.json. Exit 1 when a drift target (docs/precision.md) is missed: FP16 mean
+vertex drift < 0.05 mm; the default INT8 (dense, trt10) PA-MPVPE within 10% of FP32's.
 Run with OMP_NUM_THREADS=1 on a shared machine: oversubscribed torch threads slow training ~10x.
 """
 

@@ -48,6 +48,22 @@ def test_command_list_is_complete():
     assert not missing, f"not in README.md's command list: {missing}"
 
 
+def test_pipeline_table_names_real_functions():
+    """The "Python" column of the pipeline table names what `simplehand_deploy` exports (or `module.function`)."""
+    import importlib
+
+    import simplehand_deploy
+
+    rows = [line.split("|")[3] for line in _section(README.read_text(), "Pipeline at a glance").splitlines()
+            if line.startswith("| ") and not line.startswith("| stage")]
+    names = [n for cell in rows for n in re.findall(r"`([\w.]+)`", cell)]
+    assert len(names) >= 8
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        owner = importlib.import_module(f"simplehand_deploy.{module}") if module else simplehand_deploy
+        assert callable(getattr(owner, attr, None)), name
+
+
 def _links(path: Path) -> list[tuple[str, str]]:
     return [(m.group(1), path.name) for m in LINK.finditer(path.read_text())]
 

@@ -11,7 +11,7 @@ A preset of `simplehand-bench latency` (the one timing loop): it makes the FP32 
 
 and prints the ratios from the results folder it wrote (default benchmarks/results/<run-id>-cpu-latency/).
 Speed-ups are against *fused* eager (what the graphs run); the unfused row is the re-parameterisation gain.
-INT8 on a CPU is a simulation (Q/DQ fake quantisation, notes/cpu-precision.md): it says nothing about what
+INT8 on a CPU is a simulation (Q/DQ fake quantisation, docs/precision.md): it says nothing about what
 INT8 buys under TensorRT on a GPU. On a shared host pass `--threads 1`: with more threads than free cores,
 PyTorch eager degrades far more than ONNX Runtime, which turns the ratios into noise.
 """

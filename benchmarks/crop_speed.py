@@ -26,7 +26,7 @@ def main() -> None:
     from simplehand_deploy.data.crop import crop_sample
     from simplehand_deploy.data.freihand import FreiHAND
     from simplehand_deploy.data.synthetic import generate
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, write_env_json
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.freihand
@@ -47,7 +47,7 @@ def main() -> None:
     record = {"command": " ".join(["python benchmarks/crop_speed.py", *sys.argv[1:]]), "crops": n,
               "crops_per_s": n / dt, "ms_per_crop": 1000 * dt / n, "source": str(args.freihand or "synthetic")}
     (out / "crop_speed.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     print(f"results: {out}")
 
 

@@ -408,7 +408,7 @@ def main() -> int:
     protocols = {p.strip() for p in args.protocols.split(",") if p.strip()}
     if not protocols or protocols - {"stored", "pooled", "compare"}:
         ap.error(f"--protocols {args.protocols!r}: choose from stored, pooled, compare")
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, write_env_json
 
     env = fingerprint()
     # absolute: every simplehand-bench run works in a temporary folder (its own engines/)
@@ -430,7 +430,7 @@ def main() -> int:
             record["compare"] = cmp_record
             md += text
     (out / "gate_check.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     status = ", ".join(f"{p} exit {c}" for p, c in sorted(record["exit"].items()))
     (out / "gate_check.md").write_text(
         f"# Regression gate check ({env['device_name']}, {env['cpu_count']} CPUs)\n\n`{record['command']}`: "

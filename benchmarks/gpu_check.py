@@ -47,20 +47,20 @@ SHOWN = ("runner", "precision", "batch_size", "cuda_graphs", "status", "latency_
 
 
 def _stats(times_ms: list[float]) -> dict[str, float]:
-    """trtexec's definitions: the harness's `stats` (bench/latency.py is importable without polars)."""
-    from simplehand_deploy.bench.latency import stats
+    """trtexec's definitions: the harness's `stats` (simplehand_deploy/timing.py is importable without polars)."""
+    from simplehand_deploy.timing import stats
 
     return stats(times_ms)
 
 
 def time_gpu(launch: Callable[[], Any], stream: Any, *, duration: float, iterations: int = 20,
              warmup: float = 0.3, new_event: Callable[[], Any] | None = None) -> dict[str, float]:
-    """The harness's GPU timing (bench.latency.time_gpu: event pair per inference on `stream`, one inference
+    """The harness's GPU timing (timing.time_gpu: event pair per inference on `stream`, one inference
     queued ahead, one sync per window, throughput = inferences / window wall time), after a warm-up.
 
     `launch` must put its work on `stream` (torch graph replays run inside `torch.cuda.stream(stream)`)."""
-    from simplehand_deploy.bench.latency import TorchEvent
-    from simplehand_deploy.bench.latency import time_gpu as shared
+    from simplehand_deploy.timing import TorchEvent
+    from simplehand_deploy.timing import time_gpu as shared
 
     end = time.perf_counter() + warmup
     while time.perf_counter() < end:
@@ -72,8 +72,8 @@ def time_gpu(launch: Callable[[], Any], stream: Any, *, duration: float, iterati
 
 
 def time_host(call: Callable[[], Any], *, duration: float, iterations: int = 20, warmup: float = 0.3) -> dict:
-    """The harness's host timing (bench.latency.time_host): perf_counter around each synchronous call."""
-    from simplehand_deploy.bench.latency import time_host as shared
+    """The harness's host timing (timing.time_host): perf_counter around each synchronous call."""
+    from simplehand_deploy.timing import time_host as shared
 
     start = time.perf_counter()
     times = shared(call, duration=duration, iterations=iterations, warmup=warmup)
@@ -352,6 +352,8 @@ def _write_plain(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) 
     import csv
     import io
 
+    from simplehand_deploy.env import write_env_json
+
     cols = list(dict.fromkeys(c for r in rows for c in r))
 
     def atomic(name: str, text: str) -> None:
@@ -374,7 +376,7 @@ def _write_plain(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) 
              "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
     atomic("results.md", "\n".join(lines) + "\n")
-    atomic("env.json", json.dumps(env, indent=2, default=str) + "\n")
+    write_env_json(folder, env)
 
 
 def run(check: Rows, env: dict[str, Any], folder: Path, *, deadline_s: float = DEFAULT_DEADLINE_S,

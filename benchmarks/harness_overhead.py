@@ -1,11 +1,11 @@
-"""Harness overhead: ONNX Runtime p50 through `bench.latency.measure` vs a bare `session.run` loop.
+"""Harness overhead: ONNX Runtime p50 through `timing.measure` vs a bare `session.run` loop.
 
     python benchmarks/harness_overhead.py [--config tiny|fastvit_ma36] [--batch 1] [--iterations 200] [--threads N]
                                           [--out DIR]
 
 Both loops use the same open runner, session and input, interleaved over 3 rounds (a shared machine
 drifts). The bare loop is deliberately not the harness: it is the reference the harness is checked
-against. Target (issue 7): median ratio <= 1.05. Writes harness_overhead.json + env.json into a results
+against. Target: median ratio <= 1.05. Writes harness_overhead.json + env.json into a results
 folder (default benchmarks/results/<run-id>-harness-overhead/); exit 1 when the target is missed.
 """
 
@@ -31,11 +31,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    from simplehand_deploy.bench.latency import measure, stats
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, write_env_json
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.model import create_model
     from simplehand_deploy.runners import get_runner
+    from simplehand_deploy.timing import measure, stats
 
     env = fingerprint()
     out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-harness-overhead"
@@ -65,7 +65,7 @@ def main() -> int:
               "batch": args.batch, "iterations": args.iterations, "rounds": rounds, "median_ratio": ratio,
               "target": TARGET, "met": met}
     (out / "harness_overhead.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     print(f"results: {out}")
     return 0 if met else 1
 

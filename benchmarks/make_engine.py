@@ -7,7 +7,7 @@ the first builds every artifact, the second must reuse them all. Records wall ti
 sensitive than wall time to other load on a shared host), peak RSS, the ONNX export's seconds and parity, the
 onnxsim node counts, and the 1-minute load average at the start, then writes make_engine.{json,md} + env.json
 into a results folder (default benchmarks/results/<run-id>-make-engine/). Exit 1 when the job fails or the
-re-run rebuilds anything (the README says re-running reuses every valid artifact).
+re-run rebuilds anything (docs/pipeline.md: re-running reuses every valid artifact).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     from simplehand_deploy.bench.results import markdown_rows
-    from simplehand_deploy.env import details
+    from simplehand_deploy.env import details, write_env_json
 
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("benchmarks") / "results" / f"{env['run_id']}-make-engine"
     out.mkdir(parents=True, exist_ok=True)
     (out / "make_engine.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     kind = sidecar.get("weights_kind")
     lines = [f"# make engine ({args.config}, {args.calib_num} calibration crops, {kind} weights)",
              "", f"`{record['command']}` on {env['cpu_model']} ({env['cpu_count']} CPUs), 1-min load average at "

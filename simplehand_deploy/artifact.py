@@ -393,10 +393,6 @@ class EngineArtifact(_Record):
     def sidecar(self) -> Path:
         return plan_sidecar_path(self.path)
 
-    @property
-    def layers_path(self) -> Path:
-        return plan_layers_path(self.path)
-
     @staticmethod
     def has_sidecar(plan: str | os.PathLike[str]) -> bool:
         return plan_sidecar_path(plan).is_file()

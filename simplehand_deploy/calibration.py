@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__
 from .config import IMAGE_SIZE
+from .defaults import DEFAULT_CALIB_NUM
 from .errors import UsageError
 from .fileio import atomic_path, check_out_dir, sha256_file, utc_now
 from .progress import track
@@ -95,7 +96,7 @@ def build_calibration_set(
     freihand: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
     split: str | None = None,
-    num: int = 64,
+    num: int = DEFAULT_CALIB_NUM,
     seed: int = 0,
     scale_enlarge: float = 1.25,
     progress: bool = True,
@@ -147,7 +148,7 @@ class CalibSetConfig:
     freihand: Path | None = None
     synthetic: bool = False
     split: str | None = None  # None: resolve_split (training; DexYCB s0-train on the full release, else all)
-    num: int = 64
+    num: int = DEFAULT_CALIB_NUM
     seed: int = 0
     scale_enlarge: float = 1.25
     progress: bool = True
@@ -181,7 +182,7 @@ def _build(out, ds: Any, source: str, split: str, num: int, seed: int, scale: fl
         for k in labels:
             if k in lab:
                 labels[k].append(lab[k])
-    arrays = {k: np.stack(v) for k, v in labels.items() if len(v) == num}
+    arrays: dict[str, Any] = {k: np.stack(v) for k, v in labels.items() if len(v) == num}
     with atomic_path(out, is_dir=True) as tmp:
         np.save(tmp / "images.npy", images)
         np.savez(tmp / "labels.npz", **arrays)
@@ -241,7 +242,7 @@ def calibration_set_matches(
     freihand: str | os.PathLike[str] | None = None,
     synthetic: bool = False,
     split: str | None = None,
-    num: int = 64,
+    num: int = DEFAULT_CALIB_NUM,
     seed: int = 0,
     scale_enlarge: float = 1.25,
     dexycb: str | os.PathLike[str] | None = None,

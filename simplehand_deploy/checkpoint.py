@@ -105,7 +105,7 @@ def check_keys(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str)
             problems.append(f"{len(keys)} {label} key(s): {', '.join(keys[:3])}{more}")
     if problems:
         raise UsageError(
-            f"checkpoint {source}: does not fit config {getattr(model, 'cfg', None) and model.cfg.name!r}: "
+            f"checkpoint {source}: does not fit config {getattr(getattr(model, 'cfg', None), 'name', None)!r}: "
             + "; ".join(problems)
             + " (pass the matching --config, or check the file)"
         )

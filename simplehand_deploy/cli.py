@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from .config import DEFAULT_CONFIG
+from .defaults import DEFAULT_CALIB_NUM, DEFAULT_METHOD, DEFAULT_WORKSPACE_MB, profile_text
 from .errors import UsageError, VerificationError
 
 deploy = typer.Typer(
@@ -112,7 +113,7 @@ BuffersOpt = Annotated[str | None, typer.Option("--buffers", help="TensorRT's CU
 
 
 # ============================================================================================
-# simplehand-deploy: model (issue 2)
+# simplehand-deploy: model
 # ============================================================================================
 
 
@@ -136,7 +137,7 @@ def predict(
 
 
 # ============================================================================================
-# simplehand-deploy: data (issue 3)
+# simplehand-deploy: data
 # ============================================================================================
 
 @deploy.command()
@@ -169,7 +170,7 @@ def calib_set(
     split: Annotated[str | None, typer.Option("--split", help="FreiHAND: training (default) or evaluation. DexYCB: "
                                               "s0-train, s0-val, s0-test (full release) or all (any subset); "
                                               "default s0-train on the full release, else all.")] = None,
-    num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = 64,
+    num: Annotated[int, typer.Option("--num", help="Number of crops (stratified sample).")] = DEFAULT_CALIB_NUM,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     scale_enlarge: Annotated[float, typer.Option("--scale-enlarge", help="Box enlargement (1.25 = eval).")] = 1.25,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
@@ -184,7 +185,7 @@ def calib_set(
 
 
 # ============================================================================================
-# simplehand-deploy: training and evaluation (issue 4)
+# simplehand-deploy: training and evaluation
 # ============================================================================================
 
 @deploy.command()
@@ -260,7 +261,7 @@ def eval_cmd(
 
 
 # ============================================================================================
-# simplehand-deploy: export, precision, drift (issue 5)
+# simplehand-deploy: export, precision, drift
 # ============================================================================================
 
 @deploy.command()
@@ -299,7 +300,7 @@ def int8(
     onnx: Annotated[Path, typer.Option("--onnx", help="FP32 ONNX from `export`.")],
     calib: Annotated[Path, typer.Option("--calib", help="Calibration set folder (calib-set).")],
     out: Annotated[Path, typer.Option("--out", help="Output Q/DQ .onnx.")],
-    method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = "minmax",
+    method: Annotated[str, typer.Option("--method", help="minmax, entropy or percentile.")] = DEFAULT_METHOD,
     quantizer: Annotated[str, typer.Option("--quantizer", help=(
         "ort (default): ours, ONNX Runtime's calibrators with TensorRT-style placement. modelopt: NVIDIA ModelOpt "
         "0.47 ONNX PTQ in its own venv (`make modelopt` -> .venv-modelopt/, or $SIMPLEHAND_MODELOPT_VENV); its own "
@@ -308,7 +309,7 @@ def int8(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Extra node names to keep float.")] = None,
     placement: Annotated[str, typer.Option(
         "--placement", help="dense (default): INT8 on the backbone's dense convs/matmuls and the deconv, depthwise "
-        "convs and the token regressor float (fastvit_ma36: ~95% of MACs INT8); all: every weighted layer "
+        "convs and the token regressor float (the INT8 share of MACs is in the sidecar); all: every weighted layer "
         "outside the uv head, grid path and vertex head; matched: all + the vertex head's token upsample INT8, "
         "the token regressor's activation x activation MatMuls float (ModelOpt's layer set).")] = "dense",
     max_drift_mm: Annotated[float | None, typer.Option(
@@ -357,7 +358,7 @@ def qat(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name or op type kept float "
                                                       "(repeat).")] = None,
     method: Annotated[str, typer.Option("--method", help="Initial activation scales: minmax (default) or "
-                                        "entropy.")] = "minmax",
+                                        "entropy.")] = DEFAULT_METHOD,
     target: Annotated[str, typer.Option("--target", help="trt10 (default) or trt8: which artifact is --out (both "
                                         "are written).")] = "trt10",
     steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps (tiny: ~0.4 s each on 2 cores).")] = 600,
@@ -398,9 +399,9 @@ def int8_sensitivity(
     """Per quantised layer: drift (mm) when only its activation, and when only its weight, is INT8 (its own
     placement and scales; reference: the same graph without Q/DQ), with its MACs. tiny: minutes; fastvit_ma36:
     about an hour on 2 cores."""
-    from .bench.sensitivity import SensitivityConfig, write_sensitivity
+    from .bench.sensitivity import SensitivityConfig, run_sensitivity
 
-    folder = write_sensitivity(SensitivityConfig.from_cli(onnx=onnx, calib=calib, out=out, top=top, quiet=quiet))
+    folder = run_sensitivity(SensitivityConfig.from_cli(onnx=onnx, calib=calib, out=out, top=top, quiet=quiet))
     _say(f"wrote {folder}", quiet)
 
 
@@ -430,7 +431,7 @@ def drift(
 
 
 # ============================================================================================
-# simplehand-deploy: TensorRT build and `engine` (issue 6)
+# simplehand-deploy: TensorRT build and `engine`
 # ============================================================================================
 
 @deploy.command()
@@ -440,8 +441,8 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="Engine folder (plan + JSON sidecar by content key).")] = Path(
         "engines"),
     profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX of the optimisation profile.")] = (
-        "1,8,64"),
-    workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = 4096,
+        profile_text()),
+    workspace_mb: Annotated[int, typer.Option("--workspace-mb")] = DEFAULT_WORKSPACE_MB,
     opt_level: Annotated[int | None, typer.Option("--opt-level", help="Builder optimisation level 0-5.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when the cache key matches.")] = False,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT's default TF32 for FP32 layers "
@@ -489,11 +490,12 @@ def engine(
                                                    "default: synthetic FreiHAND-format hands.")] = None,
     dexycb: Annotated[Path | None, typer.Option("--dexycb", help="DexYCB folder for calibration crops instead "
                                                 "(s0-train on the full release, else every frame).")] = None,
-    calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = 64,
+    calib_num: Annotated[int, typer.Option("--calib-num", help="Calibration crops.")] = DEFAULT_CALIB_NUM,
     out: Annotated[Path, typer.Option("--out", help="Artifact folder.")] = Path("engines"),
     precisions: Annotated[str, typer.Option("--precisions", help="Comma list of fp32,fp16,int8.")] = "fp32,fp16,int8",
-    method: Annotated[str, typer.Option("--method", help="INT8 calibration: minmax, entropy, percentile.")] = "minmax",
-    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX.")] = "1,8,64",
+    method: Annotated[str, typer.Option("--method", help="INT8 calibration: minmax, entropy, percentile.")] = (
+        DEFAULT_METHOD),
+    profile: Annotated[str, typer.Option("--profile", help="Batch MIN,OPT,MAX.")] = profile_text(),
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
     tf32: Annotated[bool, typer.Option("--tf32/--no-tf32", help="TensorRT engines with TensorRT's default TF32 "
                                        "(--no-tf32 clears it).")] = True,
@@ -513,7 +515,7 @@ def engine(
 
 
 # ============================================================================================
-# simplehand-deploy: triton (issue 8)
+# simplehand-deploy: triton
 # ============================================================================================
 
 
@@ -538,7 +540,7 @@ def triton(
 
 
 # ============================================================================================
-# simplehand-bench: harness (issue 7)
+# simplehand-bench: harness
 # ============================================================================================
 
 RunnersOpt = Annotated[str | None, typer.Option("--runners", help="Comma list: torch (fused eager), torch_unfused "
@@ -660,7 +662,7 @@ def env_cmd(json_out: JsonOpt = False) -> None:
 
 
 # ============================================================================================
-# simplehand-bench: regress, baseline, report (issue 8)
+# simplehand-bench: regress, baseline, report
 # ============================================================================================
 
 

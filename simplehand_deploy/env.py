@@ -6,7 +6,6 @@ Jetson facts (model, L4T release, nvpmodel power mode, jetson_clocks) are read, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import re
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import UsageError
+from .fileio import write_json_atomic
 
 
 def _run(cmd: list[str], timeout: float = 5.0) -> str:
@@ -105,19 +106,88 @@ class OtherLoad:
         return round(min(100.0, max(0.0, 100.0 * others / (wall * (os.cpu_count() or 1)))), 1)
 
 
-def gpu_info() -> dict[str, str]:
-    """name, sm, driver, cuda of device 0 (empty dict without a CUDA device)."""
+GPU_PROBES = ("torch", "cuda-python", "pycuda")  # how device 0 is reached, in the order `via="auto"` tries them
+
+
+def cuda_device(via: str = "auto") -> dict[str, Any]:
+    """Device 0, the one GPU probe: name, sm, sm_count, memory_mb, cuda (runtime version), cuda_major and the
+    Jetson board; {} without a CUDA device. `via` names the library that looks (one of GPU_PROBES; "auto":
+    torch, else cuda-python, else pycuda, for Jetson images without NVIDIA's torch wheel), so the builder, the
+    runtime and the results record see the same device."""
+    probes = {"torch": _torch_device, "cuda-python": _cuda_python_device, "pycuda": _pycuda_device}
+    for name in GPU_PROBES if via == "auto" else (via,):
+        found = probes[name]()
+        if found:
+            return {**found, "cuda_major": found["cuda"].split(".")[0], "board": board_model()}
+    return {}
+
+
+def require_cuda_device(via: str = "auto") -> dict[str, Any]:
+    """`cuda_device(via)` for work that cannot run without a GPU (TensorRT): UsageError when there is none."""
+    device = cuda_device(via)
+    if not device:
+        seen = "neither torch, cuda-python nor pycuda" if via == "auto" else via
+        raise UsageError(f"no CUDA device: TensorRT engines are built and run on an NVIDIA GPU ({seen} sees one)")
+    return device
+
+
+def _torch_device() -> dict[str, Any] | None:
     try:
         import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
+            "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
+            "cuda": str(torch.version.cuda or "")}
 
-        if not torch.cuda.is_available():
-            return {}
-        major, minor = torch.cuda.get_device_capability(0)
-        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()
-        return {"name": torch.cuda.get_device_name(0), "sm": f"{major}.{minor}",
-                "driver": driver[0] if driver else "", "cuda": str(torch.version.cuda or "")}
+
+def _cuda_python_device() -> dict[str, Any] | None:
+    try:
+        try:
+            from cuda.bindings import runtime as rt
+        except ImportError:
+            from cuda import cudart as rt
+        err, count = rt.cudaGetDeviceCount()
+        if int(err) != 0 or count < 1:
+            return None
+        err, props = rt.cudaGetDeviceProperties(0)
+        err2, version = rt.cudaRuntimeGetVersion()
+        if int(err) != 0:
+            return None
+        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+        return {"name": name, "sm": f"{props.major}.{props.minor}", "sm_count": int(props.multiProcessorCount),
+                "memory_mb": int(props.totalGlobalMem) >> 20,
+                "cuda": f"{version // 1000}.{version % 1000 // 10}" if int(err2) == 0 else ""}
     except Exception:
+        return None
+
+
+def _pycuda_device() -> dict[str, Any] | None:
+    try:
+        import pycuda.driver as drv
+
+        drv.init()
+        dev = drv.Device(0)
+        major, minor = dev.compute_capability()
+        count = dev.get_attributes().get(drv.device_attribute.MULTIPROCESSOR_COUNT, 0)
+        version = drv.get_version()
+        return {"name": dev.name(), "sm": f"{major}.{minor}", "sm_count": int(count),
+                "memory_mb": int(dev.total_memory()) >> 20, "cuda": f"{version[0]}.{version[1]}"}
+    except Exception:
+        return None
+
+
+def gpu_info() -> dict[str, str]:
+    """name, sm, driver, cuda of device 0 as results record them ({} without a CUDA device)."""
+    device = cuda_device()
+    if not device:
         return {}
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]).splitlines()
+    return {"name": str(device["name"]), "sm": str(device["sm"]), "driver": driver[0] if driver else "",
+            "cuda": str(device["cuda"])}
 
 
 def l4t_release(path: str = "/etc/nv_tegra_release") -> str:
@@ -137,23 +207,19 @@ def board_model(path: str = "/proc/device-tree/model") -> str:
         return ""
 
 
-def jetson_l4t_release() -> str | None:
-    return l4t_release() or None
-
-
 def jetson_info() -> dict[str, str]:
-    model = ""
-    with contextlib.suppress(OSError):
-        model = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-    if "jetson" not in model.lower() and jetson_l4t_release() is None:
+    """Jetson model, L4T release and nvpmodel power mode ({} off a Jetson)."""
+    model, release = board_model(), l4t_release()
+    if "jetson" not in model.lower() and not release:
         return {}
     power = _run(["nvpmodel", "-q"])
     mode = re.search(r"NV Power Mode:\s*(\S+)", power)
-    return {"jetson_model": model, "l4t_release": jetson_l4t_release() or "",
+    return {"jetson_model": model, "l4t_release": release,
             "jetson_power_mode": mode.group(1) if mode else power.splitlines()[0] if power else ""}
 
 
 def slug(text: str) -> str:
+    """The one file-name rule for names from outside (devices, runners, variants): lower case, a-z0-9 and '-'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
 
@@ -187,6 +253,11 @@ def fingerprint() -> dict[str, Any]:
         "toolkit_version": __version__, "run_id": f"{time.strftime('%Y%m%d-%H%M%S', now)}-{slug(device)}",
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", now),
     }
+
+
+def write_env_json(folder: str | os.PathLike[str], env: dict[str, Any]) -> Path:
+    """`<folder>/env.json`, the machine record beside every results file (atomic; the one writer of it)."""
+    return write_json_atomic(Path(folder) / "env.json", env)
 
 
 def details() -> dict[str, Any]:

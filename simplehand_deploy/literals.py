@@ -21,3 +21,6 @@ PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
 TARGETS: tuple[Target, ...] = get_args(Target)
 QUANTIZERS: tuple[Quantizer, ...] = get_args(Quantizer)
 STEP_STATUSES: tuple[StepStatus, ...] = get_args(StepStatus)
+
+MODELOPT_METHODS: dict[str, str] = {"minmax": "max", "entropy": "entropy"}
+"""ModelOpt's `--calibration_method` name for each of ours it has (its INT8 calibration has no percentile)."""

@@ -50,8 +50,9 @@ def auc(errors: np.ndarray, max_m: float = AUC_MAX_M, steps: int = AUC_STEPS) ->
     """Area under the PCK curve over [0, max_m] (trapezoid), normalised to [0, 1], averaged over points."""
     thresholds = np.linspace(0.0, max_m, steps)
     pck = (errors.reshape(-1, errors.shape[-1])[None] <= thresholds[:, None, None]).mean(axis=1)  # (T, N)
-    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy >= 2 renamed trapz
-    return float(np.mean(trapezoid(pck, thresholds, axis=0) / max_m))
+    # the trapezoid rule written out as NumPy computes it (its name changed in 2.0: trapz -> trapezoid)
+    area = (np.diff(thresholds)[:, None] * (pck[1:] + pck[:-1]) / 2.0).sum(axis=0)
+    return float(np.mean(area / max_m))
 
 
 def f_scores(pred: np.ndarray, gt: np.ndarray, thresholds_m: tuple[float, ...] = (0.005, 0.015)) -> np.ndarray:

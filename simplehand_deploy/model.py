@@ -18,6 +18,7 @@ Deployment choices that differ in form (not in numbers) from the official code:
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -160,8 +161,9 @@ def _zero_init_residuals(backbone: nn.Module) -> None:
     Weights loaded from a checkpoint replace all of this.
     """
     for module in backbone.modules():
-        if module is not backbone and hasattr(module, "zero_init_last"):
-            module.zero_init_last()
+        init = getattr(module, "zero_init_last", None)
+        if module is not backbone and callable(init):
+            init()
 
 
 class SimpleHand(nn.Module):
@@ -177,8 +179,9 @@ class SimpleHand(nn.Module):
 
         self.cfg = cfg
         # timm's HRNet takes no drop_path_rate (it raises on unknown arguments): only pass a non-zero rate.
-        drop = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
-        self.backbone = timm.create_model(cfg.backbone, pretrained=False, **drop, **cfg.backbone_kwargs)
+        drop: dict[str, Any] = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
+        # timm's models add forward_features / num_features, which nn.Module's type does not know
+        self.backbone = cast(Any, timm.create_model(cfg.backbone, pretrained=False, **drop, **cfg.backbone_kwargs))
         _zero_init_residuals(self.backbone)
         channels = int(self.backbone.num_features)
         self.keypoints_2d_head = nn.Linear(channels, NUM_JOINTS * 2)

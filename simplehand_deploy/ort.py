@@ -3,7 +3,7 @@
 Q/DQ graphs run with graph optimisations OFF by default: Q/DQ pairs then execute as float fake
 quantisation (round, clip, rescale) followed by float Conv/MatMul, which is TensorRT's explicit
 quantisation semantics up to accumulation order. ORT's fused x86 int8 kernels saturate 16-bit
-intermediates and roughly double the error (see notes/cpu-precision.md), so they never produce
+intermediates and roughly double the error (docs/precision.md), so they never produce
 our INT8 drift figures.
 """
 

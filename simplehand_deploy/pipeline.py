@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_CONFIG
+from .defaults import DEFAULT_CALIB_NUM, DEFAULT_METHOD, DEFAULT_PROFILE
 from .errors import UsageError
 from .literals import PRECISIONS, Method, StepStatus, Target
 
@@ -104,12 +105,12 @@ class EngineJobConfig:
     checkpoint: str | os.PathLike[str] | None = None
     freihand: str | os.PathLike[str] | None = None  # None: synthetic FreiHAND-format hands
     dexycb: str | os.PathLike[str] | None = None  # DexYCB crops instead (s0-train on the full release, else all)
-    calib_num: int = 64
+    calib_num: int = DEFAULT_CALIB_NUM
     out: str | os.PathLike[str] = "engines"
     calib_dir: str | os.PathLike[str] = "calibration"
     precisions: tuple[str, ...] = PRECISIONS
-    method: Method = "minmax"
-    profile: tuple[int, int, int] = (1, 8, 64)
+    method: Method = DEFAULT_METHOD
+    profile: tuple[int, int, int] = DEFAULT_PROFILE
     quiet: bool = False
     tf32: bool = True  # False: engines without TensorRT's default TF32 (`engine --no-tf32`)
 
@@ -130,7 +131,7 @@ def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> Eng
     """Run the whole job (`job`, or an `EngineJobConfig` from the keyword options); returns one summary step per
     artifact (what, status, path, why)."""
     cfg = job if job is not None else EngineJobConfig(**options)
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_announced
 
     bad = [p for p in cfg.precisions if p not in PRECISIONS]
     if bad:
@@ -141,12 +142,8 @@ def run_engine_job(job: EngineJobConfig | None = None, /, **options: Any) -> Eng
     if cfg.freihand is not None and cfg.dexycb is not None:
         raise UsageError("give at most one calibration source: --freihand DIR or --dexycb DIR")
     calib, calib_step = _calibration(cfg.freihand, cfg.calib_num, Path(cfg.calib_dir), cfg.quiet, dexycb=cfg.dexycb)
-    if cfg.checkpoint is None:
-        _log(f"[2/4] weights: NONE GIVEN -> seed-initialised {cfg.config} weights (NOT a trained model; "
-             "pass WEIGHTS=path for real numbers)", cfg.quiet)
-    else:
-        _log(f"[2/4] weights: {cfg.checkpoint}", cfg.quiet)
-    model, info = load_checkpoint(cfg.checkpoint, cfg.config)
+    _log(f"[2/4] weights: {cfg.checkpoint or 'none given'}", cfg.quiet)
+    model, info = load_announced(cfg.checkpoint, cfg.config, announce=not cfg.quiet)
     _log(f"[3/4] ONNX artifacts in {out}/", cfg.quiet)
     onnx_for, onnx_steps = _onnx_artifacts(model, info, out, calib, cfg.precisions, cfg.method, cfg.quiet)
     _log("[4/4] TensorRT engines", cfg.quiet)
@@ -219,10 +216,10 @@ def _engines(onnx_for: dict[str, Path], precisions: tuple[str, ...], profile: tu
     if trt is None:
         reason, hint = "TensorRT is not installed", INSTALL_HINTS["tensorrt"]
     else:
-        from .trt.build import cuda_device
+        from .env import require_cuda_device
 
         try:
-            cuda_device()
+            require_cuda_device()
         except UsageError as exc:
             reason, hint = "no CUDA device", str(exc)
     steps = []

@@ -76,7 +76,8 @@ def predict_file(
 
     _check_outputs(mano, regressor, output)
     images = load_images(input)
-    reg = load_regressor(mano or regressor) if (mano or regressor) else None
+    source = mano or regressor
+    reg = load_regressor(source) if source else None
     model, _ = load_checkpoint(checkpoint, config, fused=fused, allow_pickle=allow_pickle)
     out = run_model(model, images, device)
     if reg is not None:

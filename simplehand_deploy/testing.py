@@ -5,12 +5,16 @@
   one seeded generator, so a faithful model loading these weights reproduces the official outputs; the
   layout file ships in `tests/fixtures/` and its path is an argument, so nothing depends on the test tree;
 * `save_official`: a state dict wrapped the way the official training script saves it;
-* `quick_tiny_checkpoint`: a `tiny` model trained briefly on synthetic hands (drift figures that mean something).
+* `quick_tiny_checkpoint`: a `tiny` model trained briefly on synthetic hands (drift figures that mean something);
+  `python -m simplehand_deploy.testing --out DIR` trains it from the shell (CI's drift gate), so the recipe is
+  written only here.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +68,10 @@ def save_official(path: str | os.PathLike[str], state_dict: dict[str, torch.Tens
     return Path(path)
 
 
-def quick_tiny_checkpoint(out_dir: str | os.PathLike[str], steps: int = 300, seed: int = 0) -> Path:
+QUICK_TINY_STEPS = 300
+
+
+def quick_tiny_checkpoint(out_dir: str | os.PathLike[str], steps: int = QUICK_TINY_STEPS, seed: int = 0) -> Path:
     """A `tiny` model trained briefly on synthetic hands (for drift figures that mean something).
 
     In-plane augmentation is off: in a few hundred steps the tiny model learns the hand's shape (held-out
@@ -180,3 +187,20 @@ def int8_recipe_checkpoint(work: str | os.PathLike[str], steps: int = 300) -> Pa
         return last
     return train(TrainConfig.from_cli(config="tiny", synthetic=True, steps=steps, seed=1, rotation=0.0,
                                       out=str(Path(work) / "train"), quiet=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m simplehand_deploy.testing --out DIR`: the trained tiny (`quick_tiny_checkpoint`) at DIR/last.pt."""
+    ap = argparse.ArgumentParser(prog="python -m simplehand_deploy.testing",
+                                 description="Train the quick `tiny` on synthetic hands (the test suite's trained "
+                                             "fixture and CI's drift gate use this one recipe).")
+    ap.add_argument("--out", type=Path, required=True, help="run folder; DIR/last.pt is reused when present")
+    ap.add_argument("--steps", type=int, default=QUICK_TINY_STEPS, help="training steps (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    print(quick_tiny_checkpoint(args.out, steps=args.steps, seed=args.seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,7 +61,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-TRAINED_STEPS = 300
 # Dev convenience, never set by make/CI: a folder where the trained tiny is kept between test sessions, keyed by
 # the sources that decide its weights (a change to any of them trains a new one).
 CACHE_ENV = "SIMPLEHAND_TEST_CACHE"
@@ -70,7 +69,7 @@ _TRAINING_SOURCES = ("model.py", "config.py", "train.py", "checkpoint.py", "test
 
 def _training_key() -> str:
     pkg = Path(__file__).resolve().parents[1] / "simplehand_deploy"
-    h = hashlib.sha256(str(TRAINED_STEPS).encode())
+    h = hashlib.sha256()
     for name in _TRAINING_SOURCES:
         for f in sorted((pkg / name).rglob("*.py")) if (pkg / name).is_dir() else [pkg / name]:
             h.update(f.relative_to(pkg).as_posix().encode() + f.read_bytes())
@@ -88,7 +87,7 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cache = os.environ.get(CACHE_ENV)
     root = Path(cache) / f"trained-tiny-{_training_key()}" if cache else tmp_path_factory.mktemp("trained-tiny")
-    return quick_tiny_checkpoint(root / "train", steps=TRAINED_STEPS)
+    return quick_tiny_checkpoint(root / "train")  # the recipe (steps included) is the library's
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ def test_help_loads_no_heavy_module():
 
 
 def test_engine_and_bench_commands_build_one_value_and_call_one_function():
-    """build/engine/triton/regress/baseline/report (issue 15): at most one `from_cli`, exactly one library call that
+    """build/engine/triton/regress/baseline/report: at most one `from_cli`, exactly one library call that
     does the work, no TensorRT profile parsing, polars or dict reading in the command body."""
     tree = ast.parse((PACKAGE / "cli.py").read_text())
     bodies = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}

@@ -1,4 +1,4 @@
-"""Artifacts that load everywhere (issue 13 item 6): every ONNX artifact `make engine` writes passes
+"""Artifacts that load everywhere: every ONNX artifact `make engine` writes passes
 `polygraphy check lint`, runs under `polygraphy run --onnxrt` and under ONNX Runtime's DEFAULT session
 options, as a user's own tools would load it. The FP16 island is built so that ORT's attention fusion
 does not trip on it (precision.graph.attention_scores); the last test shows that it would otherwise.

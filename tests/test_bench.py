@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from simplehand_deploy._deps import tensorrt_or_none
-from simplehand_deploy.bench.latency import percentile, stats, trtexec_command
 from simplehand_deploy.bench.results import RESULT_COLUMNS, conform, read_results, validate, write_results
 from simplehand_deploy.cli import _run, bench
 from simplehand_deploy.errors import UsageError
+from simplehand_deploy.timing import percentile, stats, trtexec_command
 
 REQUIRED = ["runner", "precision", "batch_size", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms",
             "latency_p95_ms", "latency_p99_ms", "latency_cov", "throughput_img_s", "device_name", "host",
@@ -100,8 +100,8 @@ def test_latency_cli_on_cpu_writes_all_formats(artifacts, tmp_path, capsys):
 
 
 def test_accuracy_cli_reports_drift_per_precision(trained_engines, tmp_path, capsys):
-    """On the trained tiny (8 held-out crops): drift per precision within the README's targets (FP16 x2), in
-    the order the precisions predict, and the same task metric from eager and from the FP32 graph."""
+    """On the trained tiny (8 held-out crops): drift per precision within the drift targets (docs/precision.md;
+    FP16 x2), in the order the precisions predict, and the same task metric from eager and from the FP32 graph."""
     import torch
     from teeth import assert_discriminates
 
@@ -169,7 +169,7 @@ def test_runner_failing_mid_sweep_is_a_status_row(artifacts, tmp_path, monkeypat
 
 
 def test_threads_fused_and_cpu_conditions_on_every_row(artifacts, tmp_path):
-    """Acceptance (issue 13): --threads 1 is in effect and recorded; eager is fused; the CPU is named."""
+    """--threads 1 is in effect and recorded; eager is fused; the CPU is named."""
     import os
 
     import torch

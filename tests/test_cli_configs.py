@@ -1,4 +1,4 @@
-"""Issue 15: each `simplehand-deploy` command builds one config value (`XConfig.from_cli`), calls one library
+"""Each `simplehand-deploy` command builds one config value (`XConfig.from_cli`), calls one library
 function and renders its result. The configs hold the commands' defaults; the options the CLI declares must show
 the same ones, and `from_cli` refuses bad options before any work."""
 
@@ -13,6 +13,7 @@ import pytest
 import typer
 
 from simplehand_deploy.artifact import Int8Recipe, OnnxArtifact, SensitivityRepair
+from simplehand_deploy.bench.sensitivity import SensitivityConfig
 from simplehand_deploy.calibration import CalibSetConfig
 from simplehand_deploy.cli import _run, deploy
 from simplehand_deploy.config import DEFAULT_CONFIG
@@ -22,11 +23,13 @@ from simplehand_deploy.errors import UsageError
 from simplehand_deploy.evaluate import EvalConfig
 from simplehand_deploy.export import ExportConfig
 from simplehand_deploy.precision import Fp16Config, Int8Config, Int8Result
+from simplehand_deploy.precision.qat import QatConfig
 from simplehand_deploy.predict import PredictConfig
 from simplehand_deploy.train import TrainConfig
 
 CONFIGS = {"predict": PredictConfig, "synth": SynthConfig, "calib-set": CalibSetConfig, "train": TrainConfig,
-           "eval": EvalConfig, "export": ExportConfig, "fp16": Fp16Config, "int8": Int8Config, "drift": DriftConfig}
+           "eval": EvalConfig, "export": ExportConfig, "fp16": Fp16Config, "int8": Int8Config, "drift": DriftConfig,
+           "qat": QatConfig, "int8-sensitivity": SensitivityConfig}
 SEED_NOTE = "note: no --checkpoint given: using seed-initialised tiny weights (not a trained model)"
 
 
@@ -46,8 +49,8 @@ def test_cli_shows_the_configs_defaults(name):
             compared += 1
         if param.name == "quiet":  # --quiet off by default = progress on by default
             assert param.default is False and defaults.get("progress") is True, name
-    assert "config" not in defaults or defaults["config"] == DEFAULT_CONFIG
-    assert compared >= {"fp16": 0, "drift": 1}.get(name, 2), (name, compared)
+    assert "config" not in defaults or defaults["config"] == DEFAULT_CONFIG or name == "qat"  # qat: --config required
+    assert compared >= {"fp16": 0, "drift": 1, "int8-sensitivity": 1}.get(name, 2), (name, compared)
 
 
 def test_from_cli_none_means_the_default(tmp_path):
@@ -150,7 +153,8 @@ def test_each_command_builds_one_config_and_calls_one_function():
     tree = ast.parse(Path(cli.__file__).read_text())
     bodies = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     names = {"predict": "predict", "synth": "synth", "calib-set": "calib_set", "train": "train", "eval": "eval_cmd",
-             "export": "export", "fp16": "fp16", "int8": "int8", "drift": "drift"}
+             "export": "export", "fp16": "fp16", "int8": "int8", "drift": "drift", "qat": "qat",
+             "int8-sensitivity": "int8_sensitivity"}
     assert set(names) == set(CONFIGS)
     for command, func in names.items():
         calls = [n.func for n in ast.walk(bodies[func]) if isinstance(n, ast.Call)]

@@ -1,4 +1,4 @@
-"""Issue 15: `build`, `engine`, `triton` and `regress` hold their defaults in the library's config; the options the
+"""`build`, `engine`, `triton` and `regress` hold their defaults in the library's config; the options the
 CLI declares (what --help shows) must show the same ones."""
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def rows(graphs):
     return df
 
 
-FP16_MAX_MM = 0.1  # the FP16 target is 0.05 mm mean vertex drift (README)
+FP16_MAX_MM = 0.1  # the FP16 target is 0.05 mm mean vertex drift (docs/precision.md)
 
 
 def test_drift_row_units():
@@ -100,7 +100,7 @@ def test_drift_bad_calibration_sets_exit_2(graphs, tmp_path, capsys):
         assert "Traceback" not in err
 
 
-# -- hand regions and drift maps (issue 14) -----------------------------------------------------------
+# -- hand regions and drift maps -----------------------------------------------------------------------
 
 def _toy_hand():
     """21 joints spread out (wrist at 0, fingers fanned along y) and 3 vertices next to every joint."""
@@ -115,7 +115,7 @@ def _toy_hand():
     return joints, vertices, np.repeat(JOINT_REGION, 3)
 
 
-def test_joint_region_map_is_the_issue_s():
+def test_joint_region_map_is_the_documented_one():
     from simplehand_deploy.drift import JOINT_REGION, REGIONS
 
     want = {"thumb": [1, 2, 3, 4], "index": [6, 7, 8], "middle": [10, 11, 12], "ring": [14, 15, 16],

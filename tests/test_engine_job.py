@@ -75,7 +75,7 @@ def test_engine_job_reuses_artifacts(job):
     assert rows.steps[0].artifact == "calibration set" and rows.steps[0].status == "reused"  # found valid
 
 
-def test_step_statuses_are_the_issues_four():
+def test_step_statuses_are_the_four_documented():
     from typing import get_args, get_type_hints
 
     from simplehand_deploy.pipeline import StepResult
@@ -154,8 +154,8 @@ def test_trained_artifacts_stay_close_to_fp32(trained_engines):
 
     x = np.load(trained_engines["held_out"] / "images.npy")
     ref = run(make_session(trained_engines["fp32"]), x)["vertices"]
-    # targets 0.05 and 1.0 mm (README); INT8 at its target: the trained tiny's vertices differ between images by
-    # only ~1.3-2.7 mm (it predicts near-mean hands), so a looser bound would pass an image-blind graph
+    # targets 0.05 and 1.0 mm (docs/precision.md); INT8 at its target: the trained tiny's vertices differ between
+    # images by only ~1.3-2.7 mm (it predicts near-mean hands), so a looser bound would pass an image-blind graph
     bound_mm = {"fp16": 0.1, "int8": 1.0}
     assert_discriminates(ref, max(bound_mm.values()), "mean_dist_mm")
     for p, bound in bound_mm.items():

@@ -261,7 +261,7 @@ def test_runs_without_polars_or_tensorrt():
 
 
 def test_gpu_timing_goes_through_the_shared_loop():
-    """gpu_check times with bench.latency.time_gpu: one inference queued ahead, window throughput."""
+    """gpu_check times with timing.time_gpu: one inference queued ahead, window throughput."""
     mod = _load()
 
     class Stream:

@@ -1,4 +1,4 @@
-"""benchmarks/int8_peers.py: the issue's goal check and the tables (the preset itself runs for many minutes)."""
+"""benchmarks/int8_peers.py: the goal check and the tables (the preset itself runs for many minutes)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_diagnostic_modelopt_row_is_not_the_bar():
        _row("qat all trt10", "qat", 1.0, 0.93)], False)],  # every QAT dense artifact must be <= 1 mm
 )
 def test_qat_goal(qat, met):
-    v = peers.verdict(MO + [_row("ours dense", "ort", 3.0, 0.62)] + qat)
+    v = peers.verdict([*MO, _row("ours dense", "ort", 3.0, 0.62), *qat])
     assert v["qat_met"] is met and not v["met"]
 
 

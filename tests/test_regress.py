@@ -1,4 +1,4 @@
-"""Regression gate: verdicts, noise handling, environment guard, and the three renderings (issue 8)."""
+"""Regression gate: verdicts, noise handling, environment guard, and the three renderings."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def make_run(
     runners: tuple[tuple[str, str], ...] = RUNNERS,
 ) -> pl.DataFrame:
     """A complete results frame in the harness schema: latency rows per batch + one accuracy row per precision."""
-    results = pytest.importorskip("simplehand_deploy.bench.results", reason="results schema (issue 7) not present")
+    results = pytest.importorskip("simplehand_deploy.bench.results", reason="results schema not present")
     RESULT_COLUMNS = results.RESULT_COLUMNS
 
     slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
@@ -137,7 +137,7 @@ def ar1(rng: np.random.Generator, n: int, phi: float, sd: float, median_ms: floa
 
 def with_samples(base: pl.DataFrame, samples: dict[tuple[str, str, int], np.ndarray]) -> pl.DataFrame:
     """The frame's latency rows rebuilt from per-iteration samples (stats as the harness computes them)."""
-    from simplehand_deploy.bench.latency import stats
+    from simplehand_deploy.timing import stats
 
     rows = []
     for r in base.iter_rows(named=True):

@@ -1,4 +1,4 @@
-"""Fleet report: two devices' results merge into one table and two plots (issue 8)."""
+"""Fleet report: two devices' results merge into one table and two plots."""
 
 from __future__ import annotations
 

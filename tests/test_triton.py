@@ -1,4 +1,4 @@
-"""Triton model repository export: config.pbtxt checked against Triton's own ModelConfig schema (issue 8)."""
+"""Triton model repository export: config.pbtxt checked against Triton's own ModelConfig schema."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TensorRT in the harness, on CPU (issue 12 items 2, 3, 7): plan selection, trtexec-like GPU timing loop with
+"""TensorRT in the harness, on CPU: plan selection, trtexec-like GPU timing loop with
 plain stand-in events, trtexec lines, TensorRT columns. No TensorRT is faked: the logic runs on plain objects."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import polars as pl
 import pytest
 
-from simplehand_deploy.bench.latency import measure, time_gpu, trtexec_command
 from simplehand_deploy.bench.results import RESULT_COLUMNS, conform
+from simplehand_deploy.timing import measure, time_gpu, trtexec_command
 
 
 class _Clock:
@@ -192,3 +192,17 @@ def test_buffers_option_reaches_the_runner_and_the_builder(tmp_path, monkeypatch
     assert _run(deploy, ["build", "--onnx", str(onnx)]) == 0 and seen["buffers"] == "auto"
     with pytest.raises(build.UsageError, match="--buffers 'cupy': choose one of auto, torch, cuda-python, pycuda"):
         build.check_buffers("cupy")
+
+
+def test_default_buffers_never_stop_a_cpu_benchmark(tmp_path, monkeypatch):
+    """`--buffers auto` (the default) on a machine with no CUDA buffer backend still times the CPU runners: only
+    a TensorRT runner needs a backend, and it resolves `auto` itself."""
+    import simplehand_deploy.trt.runtime as runtime
+    from simplehand_deploy.cli import _run, bench
+
+    monkeypatch.setattr(runtime, "available_buffers", lambda: dict.fromkeys(("torch", "cuda-python", "pycuda"), False))
+    out = tmp_path / "run"
+    assert _run(bench, ["latency", "--config", "tiny", "--runners", "torch", "--batch-sizes", "1", "--iterations", "1",
+                        "--duration", "0", "--out", str(out), "--quiet"]) == 0
+    df = pl.read_parquet(out / "results.parquet")
+    assert df["status"].to_list() == ["ok"] and df["runner"].to_list() == ["torch_eager"]

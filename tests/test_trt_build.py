@@ -1,4 +1,4 @@
-"""trt/build.build_engine's steps that need no TensorRT (issue 15): request checks, which graph suits which
+"""trt/build.build_engine's steps that need no TensorRT: request checks, which graph suits which
 TensorRT, the FP32-island decision, verdict enforcement and the engine record. TensorRT itself is never
 imported here; the GPU path is tests/test_trt_gpu.py."""
 

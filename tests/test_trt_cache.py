@@ -37,7 +37,7 @@ def test_identical_inputs_identical_key():
         {"opt_level": 5},
         {"extra": {"recipe": {"method": "entropy"}}},
         {"toolkit_version": "9.9.9"},
-        # device identity beyond name + SM (issue 12 item 4): Orin AGX / NX / Nano are all "Orin" 8.7
+        # device identity beyond name + SM: Orin AGX / NX / Nano are all "Orin" 8.7
         {"gpu_sm_count": 8},
         {"gpu_memory_mb": 7620},
         {"board_model": "NVIDIA Jetson Orin Nano Developer Kit"},

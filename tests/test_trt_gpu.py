@@ -72,7 +72,7 @@ def test_failed_deserialisation_is_a_cache_miss(artifacts, tmp_path):
     assert not again.cached and again.key == art.key and again.plan.stat().st_size > 1000
 
 
-# --- issue 12 item 1: CUDA-graph replay on the engine's stream (fastvit_ma36, batch 8) ----------------------
+# --- CUDA-graph replay on the engine's stream (fastvit_ma36, batch 8) ----------------------
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def ma36_plan(tmp_path_factory):
 def test_graph_latency_is_not_a_microsecond_reading(ma36_plan):
     """Graph replay on the wrong stream timed an empty stream (~microseconds). Graph time must be at least
     half the plain-enqueue time: graphs save launch overhead, not half of fastvit_ma36's compute."""
-    from simplehand_deploy.bench.latency import measure
     from simplehand_deploy.runners.tensorrt import TrtRunner
+    from simplehand_deploy.timing import measure
 
     p50 = {}
     for graphs in (True, False):

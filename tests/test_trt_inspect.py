@@ -1,4 +1,4 @@
-"""Engine precision from inspector dumps (issue 12 item 9, `check-engine`): datatypes decide, names never do."""
+"""Engine precision from inspector dumps (`check-engine`): datatypes decide, names never do."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_no_tf32_reaches_the_builder(monkeypatch, tmp_path):
         seen["build"] = kw["tf32"]
         return build.EngineArtifact(tmp_path / "k.plan", key="k", cached=True)
 
-    def fake_job(cfg=None, /, **kw):  # the CLI passes one EngineJobConfig (issue 15)
+    def fake_job(cfg=None, /, **kw):  # the CLI passes one EngineJobConfig
         seen["engine"] = cfg.tf32 if cfg is not None else kw["tf32"]
         return pipeline.EngineJob(())
 

@@ -7,13 +7,13 @@ it runner outputs and draws where on the hand the drift is (`drift_map_<runner>_
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..drift import REGIONS, HandRegions, accuracy_row, drift_row, vertex_drift_mm
+from ..env import slug
 
 __all__ = ["DriftMaps", "accuracy_row", "drift_row", "infer_all", "plot_drift_map"]
 
@@ -79,10 +79,6 @@ def plot_drift_map(mean_vertices: np.ndarray, per_vertex_mm: np.ndarray, path: s
     return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "none"
-
-
 class DriftMaps:
     """Collects each runner x precision's per-vertex mean drift during an accuracy run; `write` draws them."""
 
@@ -102,6 +98,6 @@ class DriftMaps:
         for (runner, precision), per_vertex in self.maps.items():
             title = f"vertex drift: {runner} {precision} vs torch FP32 eager" + (f" ({subtitle})" if subtitle else "")
             written.append(plot_drift_map(self.hand.mean_vertices, per_vertex,
-                                          Path(folder) / f"drift_map_{_slug(runner)}_{_slug(precision)}.png",
+                                          Path(folder) / f"drift_map_{slug(runner)}_{slug(precision)}.png",
                                           title, self.hand.regions))
         return written

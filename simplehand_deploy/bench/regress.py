@@ -87,10 +87,6 @@ class Check:
     method: str = ""  # how the uncertainty was estimated: "batch means (...)", "summary columns (...)", ""
 
     @property
-    def significant_worse(self) -> bool:
-        return self.ci_low is None or self.ci_low > 0
-
-    @property
     def significant_better(self) -> bool:
         return self.ci_high is None or self.ci_high < 0
 
@@ -132,10 +128,6 @@ class RowVerdict:
         if self.note:
             parts.append(self.note)
         return "; ".join(parts)
-
-    @property
-    def batch_label(self) -> str:
-        return "" if self.batch_size is None else str(self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -386,6 +378,8 @@ def _latency_checks(base: dict, cur: dict, tol: float) -> tuple[Check, ...]:
             continue
         worse = (b / c - 1.0) if higher_is_better else (c / b - 1.0)
         run_cov = _num(base, RUN_SPREAD[col])
+        low: float | None
+        high: float | None
         if runs >= 2 and run_cov is not None:
             low, high = runs_change(worse, run_cov, runs)
             method = f"run-to-run spread of {runs} baseline runs"

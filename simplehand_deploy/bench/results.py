@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from ..drift import REGION_COLUMNS
+from ..env import write_env_json
 from ..errors import UsageError
 from ..fileio import atomic_path
 
@@ -35,7 +36,7 @@ LATENCY = {"latency_mean_ms": _F, "latency_p50_ms": _F, "latency_p90_ms": _F, "l
            "speedup_vs_eager": _F, "cov_warning": _B, "cpu_other_pct": _F,
            # baselines pooled from several runs (`simplehand-bench baseline --from A --from B ...`)
            "baseline_runs": _I, "latency_p50_run_cov": _F, "throughput_run_cov": _F, "latency_samples_ms": _LF}
-# TensorRT rows (issue 12): what ran (from the engine's layer datatypes), its memory outside torch's allocator,
+# TensorRT rows: what ran (from the engine's layer datatypes), its memory outside torch's allocator,
 # and the equivalent trtexec line. `precision` keeps fp32|fp16|int8 (regression matching keys on it).
 TENSORRT = {"precision_mix": _S, "precision_verified": _B, "engine_device_memory_mb": _F,
             "device_memory_delta_mb": _F, "trtexec_command": _S}
@@ -64,7 +65,7 @@ def conform(rows: list[dict[str, Any]] | pl.DataFrame) -> pl.DataFrame:
     for name, dtype in RESULT_COLUMNS.items():
         cols.append(pl.col(name).cast(dtype, strict=False) if name in df.columns else pl.lit(None, dtype).alias(name))
     extra = [c for c in df.columns if c not in RESULT_COLUMNS]
-    return df.select(cols + extra) if len(df) else empty_results()
+    return df.select([*cols, *extra]) if len(df) else empty_results()
 
 
 def validate(df: pl.DataFrame, source: str = "results") -> pl.DataFrame:
@@ -128,11 +129,11 @@ def write_results(df: pl.DataFrame, out_dir: str | os.PathLike[str], env: dict[s
         "results.json": lambda p: p.write_text(json.dumps(flat.to_dicts(), indent=1, default=str) + "\n"),
         "results.md": lambda p: p.write_text(title + to_markdown(flat)),
     }
-    if env is not None:
-        writers["env.json"] = lambda p: p.write_text(json.dumps(env, indent=2, default=str) + "\n")
     for name, write in writers.items():
         with atomic_path(out / name) as tmp:
             write(tmp)
+    if env is not None:
+        write_env_json(out, env)
     return out
 
 

@@ -9,7 +9,6 @@ runner failed, trtexec lines, warnings) and the CLI only renders it.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ class BenchConfig:
     @classmethod
     def from_cli(cls, kinds: tuple[str, ...], **options: Any) -> BenchConfig:
         """Options left at None take the defaults above; lists become tuples."""
-        given = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
+        given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if v is not None}
         return cls(kinds=kinds, **given)
 
     def accuracy_only(self) -> BenchConfig:
@@ -103,23 +102,18 @@ class BenchRun:
         return list(self.df.to_dicts())
 
 
-def _note(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr)
-
-
 def run_bench(cfg: BenchConfig) -> BenchRun:
     """Measure, write the results folder, and return the run (UsageError for bad options, before any work)."""
     import polars as pl
 
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_announced
     from ..env import fingerprint, gpu_info
     from . import sweep
 
     names = sweep.parse_runners(cfg.runners)
-    from ..trt.runtime import choose_buffers
+    from ..trt.build import check_buffers
 
-    choose_buffers(cfg.buffers, {})  # a misspelt --buffers fails before any work
+    check_buffers(cfg.buffers)  # a misspelt --buffers fails before any work; `auto` is resolved by the runner
     on_gpu = bool(gpu_info())
     batches = sweep.parse_batches(cfg.batch_sizes, on_gpu)
     if cfg.iterations < 1 or cfg.duration < 0 or cfg.warmup < 0:
@@ -130,11 +124,8 @@ def run_bench(cfg: BenchConfig) -> BenchRun:
         import torch
 
         torch.set_num_threads(cfg.threads)  # before the first torch call (model load, export)
-    if cfg.checkpoint is None:
-        _note(f"note: no --checkpoint given: using seed-initialised {cfg.config} weights (not a trained model)",
-              cfg.quiet)
     # the training-time model: the torch runner fuses its own copy; torch_unfused times it as it is
-    model, info = load_checkpoint(cfg.checkpoint, cfg.config, fused=False)
+    model, info = load_announced(cfg.checkpoint, cfg.config, fused=False, announce=not cfg.quiet)
     found_onnx, found_plans = sweep.find_artifacts(cfg.engines_dir, info.config, info.short)
     specs = sweep.build_specs(names, model=model, info=info, onnx=list(cfg.onnx) or found_onnx,
                               plans=list(cfg.engines) or found_plans, engines_dir=cfg.engines_dir, quiet=cfg.quiet,

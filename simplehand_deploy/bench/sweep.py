@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +83,21 @@ def build_specs(runners: Sequence[str], *, model: Any, info: Any, onnx: Sequence
     specs: list[Spec] = []
     for name in runners:
         if name in names:
-            specs.append(Spec(names[name], "fp32", "", lambda n=name: get_runner(n, model=model, threads=threads)))
+            specs.append(Spec(names[name], "fp32", "", partial(get_runner, name, model=model, threads=threads)))
         elif name == "onnxruntime":
             paths = list(onnx)
             if not paths:
                 paths = [_export_default(model, info, engines_dir, quiet)]
             for p in paths:
                 specs.append(Spec("onnxruntime", _precision_of(p), str(p),
-                                  lambda p=p: get_runner("onnxruntime", onnx=p, threads=threads)))
+                                  partial(get_runner, "onnxruntime", onnx=p, threads=threads)))
         elif name == "tensorrt":
             for p, precision, reason in select_plans(plans, onnx if check_plans else None):
                 if reason is None:
                     specs.append(Spec("tensorrt", precision, str(p),
-                                      lambda p=p: get_runner("tensorrt", plan=p, buffers=buffers)))
+                                      partial(get_runner, "tensorrt", plan=p, buffers=buffers)))
                 else:
-                    specs.append(Spec("tensorrt", precision, str(p), lambda r=reason: _unavailable(r)))
+                    specs.append(Spec("tensorrt", precision, str(p), partial(_unavailable, reason)))
             if not plans:
                 specs.append(Spec("tensorrt", "", "", _no_plans))
     return specs
@@ -113,10 +114,10 @@ def select_plans(plans: Sequence[Path], onnx: Sequence[Path] | None) -> list[tup
     machine: dict[str, Any] = {}
     trt = tensorrt_or_none()
     if trt is not None and plans:
-        from ..trt.build import cuda_device
+        from ..env import require_cuda_device
 
         try:
-            machine = machine_key_fields(str(trt.__version__), cuda_device())
+            machine = machine_key_fields(str(trt.__version__), require_cuda_device())
         except UsageError:
             machine = {}  # no GPU: opening the runner says so
     shas = {sha256_file(p) for p in onnx} if onnx is not None else None
@@ -197,7 +198,7 @@ def latency_sweep(specs: Sequence[Spec], batches: Sequence[int], *, duration: fl
                   common: dict, progress: bool = True) -> pl.DataFrame:
     from ..progress import track
     from ..runners import Unavailable
-    from .latency import measure
+    from ..timing import measure
 
     rows: list[dict] = []
     work = [(s, b) for s in specs for b in batches]
@@ -333,7 +334,7 @@ def render(df: pl.DataFrame, title: str) -> Any:
 
 def cov_warnings(df: pl.DataFrame) -> str:
     """One printed line naming the rows whose CoV is above trtexec's 2.5% (the `cov_warning` column); '' if none."""
-    from .latency import COV_WARN
+    from ..timing import COV_WARN
 
     if "cov_warning" not in df.columns:
         return ""

@@ -108,28 +108,38 @@ def _layout(seed: int = 1234) -> dict[str, np.ndarray]:
     vertices. Remaining vertices are spread along bones and over the palm.
     """
     rng = np.random.default_rng(seed)
-    kinds, bones, ts, thetas, radii, palm_w = [], [], [], [], [], []
+    kinds: list[int] = []
+    bones: list[int] = []
+    ts: list[float] = []
+    thetas: list[float] = []
+    radii: list[float] = []
+    palm_w: list[np.ndarray] = []
+
+    def add(kind: int, bone: int, t: float, theta: float, radius: float, palm: np.ndarray) -> None:
+        kinds.append(kind)
+        bones.append(bone)
+        ts.append(t)
+        thetas.append(theta)
+        radii.append(radius)
+        palm_w.append(palm)
+
     first_child = {0: 9, **{j: j + 1 for j in range(1, 21) if j not in TIPS}}
     angles = np.arange(RING) * 2 * np.pi / RING
     for j in range(NUM_JOINTS):
         if j in TIPS:
-            kinds.append(1), bones.append(j), ts.append(1.0), thetas.append(0.0), radii.append(0.0)
-            palm_w.append(np.zeros(6))
+            add(1, j, 1.0, 0.0, 0.0, np.zeros(6))
             continue
         child = first_child[j]
         for a in angles:
-            kinds.append(0), bones.append(child), ts.append(0.0), thetas.append(a), radii.append(1.0)
-            palm_w.append(np.zeros(6))
+            add(0, child, 0.0, float(a), 1.0, np.zeros(6))
     n_palm = 160
     n_bone = NUM_VERTICES - len(kinds) - n_palm
     for _ in range(n_bone):
         b = int(rng.integers(1, 21))
-        kinds.append(0), bones.append(b), ts.append(rng.uniform(0.05, 0.95)), thetas.append(rng.uniform(0, 2 * np.pi))
-        radii.append(1.0), palm_w.append(np.zeros(6))
+        add(0, b, rng.uniform(0.05, 0.95), rng.uniform(0, 2 * np.pi), 1.0, np.zeros(6))  # draws in this order
     for _ in range(n_palm):  # palm surface: convex mix of wrist + 5 finger bases, on either face
         w = rng.dirichlet(np.ones(6))
-        kinds.append(2), bones.append(0), ts.append(0.0), thetas.append(0.0)
-        radii.append(1.0 if rng.random() < 0.5 else -1.0), palm_w.append(w)
+        add(2, 0, 0.0, 0.0, 1.0 if rng.random() < 0.5 else -1.0, w)
     return {
         "kind": np.array(kinds), "bone": np.array(bones), "t": np.array(ts), "theta": np.array(thetas),
         "radius": np.array(radii), "palm": np.array(palm_w),
@@ -149,8 +159,8 @@ def skin(joints: np.ndarray) -> np.ndarray:
     bone_radius[9] = RADII[2]
     # Vectorised over vertices (a per-vertex Python loop made generation ~10x slower); one basis per bone.
     basis = np.zeros((NUM_JOINTS, 2, 3))
-    for b in range(1, NUM_JOINTS):
-        basis[b] = _perp_basis(joints[b] - joints[_PARENT[b]])
+    for bone in range(1, NUM_JOINTS):
+        basis[bone] = _perp_basis(joints[bone] - joints[_PARENT[bone]])
     tip = L["kind"] == 1
     verts[tip] = joints[L["bone"][tip]]
     on_bone = np.where(L["kind"] == 0)[0]
@@ -362,7 +372,8 @@ def generate_dexycb(out_dir: str | os.PathLike[str], num: int, seed: int = 0, *,
                         labels = {"joint_3d": scene["xyz"][None], "joint_2d": (uv[:, :2] / uv[:, 2:3])[None],
                                   "pose_m": pose[None], "vertices": scene["vertices"][None]}
                     cv2.imwrite(str(seq / s / f"color_{f:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-                    np.savez(seq / s / f"labels_{f:06d}.npz", **{k: v.astype(np.float32) for k, v in labels.items()})
+                    arrays: dict[str, Any] = {k: v.astype(np.float32) for k, v in labels.items()}
+                    np.savez(seq / s / f"labels_{f:06d}.npz", **arrays)
     return out
 
 

@@ -1,6 +1,6 @@
 """MAC accounting: how much of a graph's weighted-layer work runs in INT8, read from the graph itself.
 
-INT8 MAC share (issue 14): the share of the multiply-accumulates of Conv, ConvTranspose, MatMul and
+INT8 MAC share: the share of the multiply-accumulates of Conv, ConvTranspose, MatMul and
 Gemm nodes (batch 1) whose activation and weight inputs both come from DequantizeLinear, directly or
 through a Cast. It is read from the quantised graph alone, never from a quantiser's own bookkeeping,
 so it means the same for our graphs and ModelOpt's.

@@ -25,21 +25,22 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..artifact import Int8Recipe, OnnxArtifact
+from ..defaults import DEFAULT_METHOD
 from ..errors import UsageError, VerificationError
 from ..export import ARTIFACT_FORMAT, load_onnx
 from ..fileio import atomic_path, sha256_file
+from ..literals import MODELOPT_METHODS
 from .graph import resolve_exclude
 from .macs import int8_mac_share, qdq_count
 
 MODELOPT_VERSION = "0.47.0"
 VENV_ENV = "SIMPLEHAND_MODELOPT_VENV"
 VENV_DIR = ".venv-modelopt"
-# our --method -> ModelOpt's --calibration_method (percentile has no ModelOpt equivalent for INT8)
-METHODS = {"minmax": "max", "entropy": "entropy"}
 HIGH_PRECISION = ("fp16", "fp32")
 TARGETS = ("trt10",)
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def check_options(method: str, target: str, high_precision: str | None) -> str:
     if method == "percentile":
         raise UsageError("--quantizer modelopt --method percentile: ModelOpt's INT8 calibration has max and entropy "
                          "only; use --method minmax (ModelOpt: max) or entropy")
-    if method not in METHODS:
+    if method not in MODELOPT_METHODS:
         raise UsageError(f"--method {method!r}: choose minmax or entropy with --quantizer modelopt")
     if target == "trt8":
         raise UsageError("--quantizer modelopt --target trt8: ModelOpt writes opset >= 19 (FP16 scales on "
@@ -62,7 +63,7 @@ def check_options(method: str, target: str, high_precision: str | None) -> str:
         raise UsageError(f"--target {target!r}: choose trt10 with --quantizer modelopt")
     if high_precision is not None and high_precision not in HIGH_PRECISION:
         raise UsageError(f"high_precision {high_precision!r}: choose fp16 or fp32")
-    return METHODS[method]
+    return MODELOPT_METHODS[method]
 
 
 def _python(venv: Path) -> Path:
@@ -135,7 +136,7 @@ def quantize_modelopt(
     calib: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    method: str = "minmax",
+    method: str = DEFAULT_METHOD,
     target: str = "trt10",
     high_precision: str | None = None,
     calibration_eps: Sequence[str] | None = None,
@@ -164,7 +165,8 @@ def quantize_modelopt(
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="simplehand-modelopt-") as tmpdir:
         data = Path(tmpdir) / "calibration.npz"
-        np.savez(data, **{input_name: np.ascontiguousarray(images, dtype=np.float32)})
+        feeds: dict[str, Any] = {input_name: np.ascontiguousarray(images, dtype=np.float32)}
+        np.savez(data, **feeds)
         # ModelOpt writes its intermediates beside the input graph: give it a private copy
         private = Path(tmpdir) / Path(src).name
         private.write_bytes(Path(src).read_bytes())

@@ -36,12 +36,13 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ..defaults import DEFAULT_METHOD
 from ..errors import UsageError
 from ..literals import Method, Placement, Target
 from .graph import INT8_OPS
@@ -203,6 +204,9 @@ def _timm_attention_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
 
 class QatModel(torch.nn.Module):
     """A fused SimpleHand whose forward fake-quantises what a Q/DQ graph quantises (see the module docstring)."""
+
+    base_scales: torch.Tensor  # a buffer (register_buffer): follows .to(), never trained
+    net: Any  # the SimpleHand being fine-tuned (nn.Module's type does not know its backbone or heads)
 
     def __init__(self, model: torch.nn.Module, sites: Sequence[Site], scales: dict[str, float],
                  factors: dict[str, float] | None = None) -> None:
@@ -377,7 +381,7 @@ class QatConfig:
     val: Path | None = None  # None: the last 10% of --data (never trained on)
     placement: Placement = "dense"
     exclude: tuple[str, ...] = ()
-    method: Method = "minmax"
+    method: Method = DEFAULT_METHOD
     target: Target = "trt10"
     steps: int = DEFAULT_STEPS
     lr: float = DEFAULT_LR
@@ -463,6 +467,7 @@ def _sets(cfg: QatConfig) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
     labels = {"vertices": data.vertices, "uv": data.uv} if cfg.label_weight > 0 else {}
     if cfg.label_weight > 0 and (data.vertices is None or data.uv is None):
         raise UsageError(f"--label-weight {cfg.label_weight}: {data.path} has no vertex/uv labels; use 0")
+    record: dict[str, Any]
     record = {"data": {"path": str(data.path), "fingerprint": data.fingerprint, "crops": len(train_images),
                        "images_sha256": sha256_file(Path(data.path) / "images.npy")},
               "val": {**val_note, "crops": len(val_images)},
@@ -578,7 +583,7 @@ class _FeatureTaps:
         self.s: dict[int, torch.Tensor] = {}
         self.hooks = []
         for store, net in ((self.t, teacher), (self.s, student)):
-            bb = net.backbone  # type: ignore[attr-defined]
+            bb = cast(Any, net).backbone
             for k, mod in enumerate([*bb.stages, bb.final_conv]):
                 self.hooks.append(mod.register_forward_hook(self._keep(store, k)))
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import Int8Recipe, OnnxArtifact, SensitivityRepair
+from ..defaults import DEFAULT_METHOD
 from ..errors import UsageError
 from ..export import ARTIFACT_FORMAT, load_onnx
 from ..fileio import atomic_path, sha256_file
@@ -28,10 +29,10 @@ from .macs import int8_mac_share, qdq_count
 
 # Calibration methods: METHODS (literals.Method).
 # Where Q/DQ goes (`float_nodes`). `dense`: the backbone's dense convolutions and matmuls and the deconvolution
-# (on fastvit_ma36 95% of the weighted-layer MACs), with depthwise convolutions and the token
-# regressor after grid sampling kept float. `all`: every weighted layer outside the always-float parts.
-# `matched`: `all` with the vertex head's token upsample INT8 and the token regressor's activation x activation
-# MatMuls float, ModelOpt's choice of layers.
+# (the share of weighted-layer MACs this makes INT8 is read from the graph, `int8_mac_share`, in every
+# sidecar), with depthwise convolutions and the token regressor after grid sampling kept float. `all`: every
+# weighted layer outside the always-float parts. `matched`: `all` with the vertex head's token upsample INT8 and
+# the token regressor's activation x activation MatMuls float, ModelOpt's choice of layers.
 # (PLACEMENTS, literals.Placement)
 DEFAULT_PLACEMENT: Placement = "dense"
 # What the artifact is for. `trt10`: TensorRT >= 10 builds strongly typed, so a DequantizeLinear's output
@@ -102,7 +103,7 @@ def quantize_int8(
     calib: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    method: Method = "minmax",
+    method: Method = DEFAULT_METHOD,
     exclude: Sequence[str] | None = None,
     quantizer: Quantizer = "ort",
     max_drift_mm: float | None = None,
@@ -126,9 +127,8 @@ def quantize_int8(
     weighted-layer MACs), which ModelOpt quantises and our placements keep float. Q/DQ sits only on the inputs of the
     quantised weighted layers, TensorRT's recommended placement: no Q/DQ on their outputs (ORT's
     default would put one on every output, in front of GELU, softmax and the residual adds), and
-    a float layer next to a quantised one reads the float tensor, not the DQ output they would share.
-    Measured on a trained tiny (held-out crops, minmax), placement `all`: ORT's default Q/DQ 2.54 mm mean
-    vertex drift, inputs only 1.72 mm, plus float readers 1.56 mm; placement `dense`: 0.68 mm.
+    a float layer next to a quantised one reads the float tensor, not the DQ output they would share (what each
+    of these choices does to drift is measured in docs/precision.md).
     """
     _check_options(method, quantizer, max_drift_mm, placement, target, scale_search)
     if quantizer == "modelopt":  # NVIDIA's quantiser in its own venv (precision/modelopt.py)
@@ -234,7 +234,7 @@ class Int8Config:
     onnx: Path
     calib: Path
     out: Path
-    method: Method = "minmax"
+    method: Method = DEFAULT_METHOD
     quantizer: Quantizer = "ort"
     exclude: tuple[str, ...] = ()  # extra node names kept float
     placement: Placement = DEFAULT_PLACEMENT
@@ -335,8 +335,7 @@ def ort_quantize(src: Path, out: Path, images: np.ndarray, method: str, excluded
 
     from .ort_patches import entropy_bins, percentile_guard
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {m.name.lower(): m for m in CalibrationMethod}  # our names are ORT's, lower-cased (MinMax, ...)
     guard = entropy_bins() if method == "entropy" else percentile_guard() if method == "percentile" else \
         contextlib.nullcontext()
     with guard:

@@ -1,7 +1,7 @@
 """Sensitivity repair: keep the most sensitive layer groups of an INT8 graph float until drift fits a budget.
 
 Drift is the shared accuracy code (`drift.drift_row`) and CPU time the shared timing loop
-(`bench.latency`), both on ONNX Runtime sessions (fake-quant semantics for Q/DQ graphs).
+(`timing`), both on ONNX Runtime sessions (fake-quant semantics for Q/DQ graphs).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def drift_mm(ref: dict[str, np.ndarray], path: Path, images: np.ndarray) -> floa
 
 
 class _SessionRunner:
-    """The smallest runner `bench.latency.measure` times: one ONNX Runtime session, one fixed input."""
+    """The smallest runner `timing.measure` times: one ONNX Runtime session, one fixed input."""
 
     device = "cpu"
 
@@ -51,7 +51,7 @@ class _SessionRunner:
 
 def cpu_p50_ms(path: Path, image: np.ndarray, iterations: int = 5) -> float:
     """Median CPU latency of one ONNX Runtime run (a simulation figure for Q/DQ graphs, not TensorRT speed)."""
-    from ..bench.latency import measure
+    from ..timing import measure
 
     return float(measure(_SessionRunner(path, image), len(image), duration=0.0, iterations=iterations,
                          warmup=0.01)["latency_p50_ms"])

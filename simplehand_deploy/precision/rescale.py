@@ -51,7 +51,8 @@ def stream_maxima(model: Any, images: np.ndarray, batch: int = 16) -> list[torch
     def track(i: int) -> Any:
         def hook(_m: Any, _inp: Any, out: torch.Tensor) -> None:
             m = out.detach().abs().amax(dim=(0, 2, 3))
-            maxima[i] = m if maxima[i] is None else torch.maximum(maxima[i], m)
+            prev = maxima[i]
+            maxima[i] = m if prev is None else torch.maximum(prev, m)
         return hook
 
     for i, stage, blocks, _ in _stage_parts(bb):

@@ -17,7 +17,7 @@ from .base import Lifecycle
 
 
 class TrtRunner(Lifecycle):
-    torch_allocator = False  # bench.latency: torch's peak-memory counters say nothing about TensorRT
+    torch_allocator = False  # timing.measure: torch's peak-memory counters say nothing about TensorRT
 
     def __init__(self, plan: str | os.PathLike[str], *, cuda_graphs: bool = True, buffers: str = "auto") -> None:
         self.meta: EngineArtifact | None = EngineArtifact.read_or_none(plan)
@@ -64,7 +64,7 @@ class TrtRunner(Lifecycle):
         self.engine.stream.synchronize()
 
     def event(self) -> Any:
-        """A timing event of the engine's backend on the engine's stream (bench.latency.time_gpu)."""
+        """A timing event of the engine's backend on the engine's stream (timing.time_gpu)."""
         return self.engine.event()
 
     def threads(self) -> int | None:
@@ -75,7 +75,7 @@ class TrtRunner(Lifecycle):
     def trtexec_command(self, batch: int, *, duration: float = 3.0, iterations: int = 10,
                         warmup: float = 0.2) -> str:
         from .._deps import tensorrt_or_none
-        from ..bench.latency import trtexec_command
+        from ..timing import trtexec_command
 
         trt = tensorrt_or_none()
         recorded = self.meta.built_with("trt_version") if self.meta else None

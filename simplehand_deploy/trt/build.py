@@ -1,6 +1,6 @@
 """Build TensorRT engines from our ONNX artifacts, one code path for TensorRT 8.6 (JetPack 5) to 11.
 
-Precision strategy forks on the TensorRT major version (notes/tensorrt.md, Recommendations):
+Precision strategy forks on the TensorRT major version (docs/precision.md):
 * TRT < 10: weak typing. FP16 = `BuilderFlag.FP16` on the FP32 graph; INT8 = the Q/DQ graph with
   `INT8` + `FP16` flags (explicit quantisation still needs the flag there).
 * TRT >= 10: strong typing. Precision comes from the graph: the FP16 ONNX for FP16, the Q/DQ ONNX
@@ -23,7 +23,8 @@ from typing import Any, cast
 
 from .._deps import require_tensorrt
 from ..artifact import EngineArtifact, OnnxArtifact, engine_artifact, plan_layers_path, rejected_layers_path
-from ..env import board_model
+from ..defaults import DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB, profile_text
+from ..env import GPU_PROBES, require_cuda_device
 from ..errors import UsageError, VerificationError
 from ..fileio import write_bytes_atomic, write_json_atomic
 from ..literals import PRECISIONS, Precision, Target
@@ -39,8 +40,7 @@ from .inspect import (
     onnx_macs,
 )
 
-DEFAULT_PROFILE = (1, 8, 64)
-BUFFERS = ("auto", "torch", "cuda-python", "pycuda")  # `--buffers`: how CUDA memory and the device are reached
+BUFFERS = ("auto", *GPU_PROBES)  # `--buffers`: how CUDA memory and the device are reached
 
 
 def parse_profile(text: str) -> tuple[int, int, int]:
@@ -48,9 +48,9 @@ def parse_profile(text: str) -> tuple[int, int, int]:
     try:
         lo, opt, hi = (int(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. 1,8,64") from None
+        raise UsageError(f"--profile {text!r}: expected MIN,OPT,MAX batch sizes, e.g. {profile_text()}") from None
     if not 1 <= lo <= opt <= hi:
-        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. 1,8,64")
+        raise UsageError(f"--profile {text!r}: need 1 <= MIN <= OPT <= MAX, e.g. {profile_text()}")
     return lo, opt, hi
 
 
@@ -62,7 +62,7 @@ class BuildConfig:
     precision: str = "fp16"
     out: Path = Path("engines")
     profile: tuple[int, int, int] = DEFAULT_PROFILE
-    workspace_mb: int = 4096
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
     opt_level: int | None = None
     force: bool = False
     tf32: bool = True
@@ -88,74 +88,10 @@ def trt_major(trt: Any) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
-def cuda_device(buffers: str = "auto") -> dict[str, Any]:
-    """Device 0: name, SM, SM count, total memory (MB), Jetson board model and CUDA major, seen through the
-    buffer backend `buffers` (auto: torch, else cuda-python, else pycuda); UsageError without a CUDA device."""
-    probes = {"torch": _torch_device, "cuda-python": _cuda_python_device, "pycuda": _pycuda_device}
-    check_buffers(buffers)
-    for name in probes if buffers == "auto" else (buffers,):
-        found = probes[name]()
-        if found is not None:
-            return {**found, "board": board_model()}
-    seen = "neither torch, cuda-python nor pycuda" if buffers == "auto" else buffers
-    raise UsageError(f"no CUDA device: TensorRT engines are built and run on an NVIDIA GPU ({seen} sees one)")
-
-
 def check_buffers(buffers: str) -> str:
     if buffers not in BUFFERS:
         raise UsageError(f"--buffers {buffers!r}: choose one of {', '.join(BUFFERS)}")
     return buffers
-
-
-def _torch_device() -> dict[str, Any] | None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return None
-    if not torch.cuda.is_available():
-        return None
-    props = torch.cuda.get_device_properties(0)
-    return {"name": torch.cuda.get_device_name(0), "sm": f"{props.major}.{props.minor}",
-            "sm_count": int(props.multi_processor_count), "memory_mb": int(props.total_memory) >> 20,
-            "cuda_major": str(torch.version.cuda or "").split(".")[0]}
-
-
-def _pycuda_device() -> dict[str, Any] | None:
-    """Device 0 through pycuda (Jetson images that ship pycuda but no CUDA torch)."""
-    try:
-        import pycuda.driver as drv
-
-        drv.init()
-        dev = drv.Device(0)
-        major, minor = dev.compute_capability()
-        attrs = dev.get_attributes()
-        count = attrs.get(drv.device_attribute.MULTIPROCESSOR_COUNT, 0)
-        return {"name": dev.name(), "sm": f"{major}.{minor}", "sm_count": int(count),
-                "memory_mb": int(dev.total_memory()) >> 20, "cuda_major": str(drv.get_version()[0])}
-    except Exception:
-        return None
-
-
-def _cuda_python_device() -> dict[str, Any] | None:
-    """Device 0 through cuda-python (for machines whose torch has no CUDA, e.g. Jetson without NVIDIA's wheel)."""
-    try:
-        try:
-            from cuda.bindings import runtime as rt
-        except ImportError:
-            from cuda import cudart as rt
-        err, count = rt.cudaGetDeviceCount()
-        if int(err) != 0 or count < 1:
-            return None
-        err, props = rt.cudaGetDeviceProperties(0)
-        err2, version = rt.cudaRuntimeGetVersion()
-        if int(err) != 0:
-            return None
-        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        return {"name": name, "sm": f"{props.major}.{props.minor}", "sm_count": int(props.multiProcessorCount),
-                "memory_mb": int(props.totalGlobalMem) >> 20,
-                "cuda_major": str(version // 1000) if int(err2) == 0 else ""}
-    except Exception:
-        return None
 
 
 def _flag(name: str) -> Any:
@@ -172,7 +108,7 @@ def build_engine(
     *,
     precision: str,
     profile: tuple[int, int, int] = DEFAULT_PROFILE,
-    workspace_mb: int = 4096,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
     opt_level: int | None = None,
     timing_cache_dir: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str] = "engines",
@@ -187,7 +123,7 @@ def build_engine(
     never depends on it. The built engine's compute layers must show the requested precision (the
     `check-engine` rules; for INT8 at least the artifact's own INT8 share minus a margin), else the build
     fails and no plan is written. `tf32=False` clears TensorRT's default TF32 (recorded in key and sidecar).
-    `buffers` names how the CUDA device is probed (`cuda_device`); it is not part of the key.
+    `buffers` names how the CUDA device is probed (`env.cuda_device`); it is not part of the key.
 
     The steps: check the request, check the graph suits this TensorRT, key it, and under the plan's lock
     reuse a cached engine or build, verify and record a new one.
@@ -195,7 +131,7 @@ def build_engine(
     onnx_path = check_request(onnx_path, precision, profile)
     check_buffers(buffers)
     trt = require_tensorrt()
-    device = cuda_device(buffers)
+    device = require_cuda_device(buffers)
     from ..ort import graph_kind
 
     trt_version = str(trt.__version__)

@@ -19,7 +19,8 @@ from typing import Any
 
 from .. import __version__
 from ..artifact import EngineArtifact, OnnxArtifact, plan_sidecar_path
-from ..env import l4t_release
+from ..defaults import DEFAULT_PROFILE, DEFAULT_WORKSPACE_MB
+from ..env import l4t_release, slug
 from ..fileio import sha256_file
 
 
@@ -154,8 +155,7 @@ def merge_timing_cache(on_disk: bytes | None, built: bytes | None, create: Calla
 def timing_cache_name(trt_version: str, device: dict[str, Any]) -> str:
     """One timing-cache file per TensorRT build and device identity (tactic timings are per GPU model)."""
     ident = "-".join(str(device.get(k) or "") for k in ("name", "sm_count", "memory_mb", "board"))
-    slug = re.sub(r"[^A-Za-z0-9.]+", "_", ident).strip("_")
-    return f"trt{trt_version}-{slug}-sm{device.get('sm', '')}.cache"
+    return f"trt{trt_version}-{slug(ident)}-sm{device.get('sm', '')}.cache"
 
 
 def plan_paths(key: str, out_dir: str | os.PathLike[str] = "engines") -> tuple[Path, Path]:
@@ -172,9 +172,9 @@ def recipe(onnx_path: str | os.PathLike[str], precision: str) -> dict[str, Any]:
 def current_key_inputs(
     onnx_path: str | os.PathLike[str],
     precision: str,
-    profile: tuple[int, int, int] = (1, 8, 64),
+    profile: tuple[int, int, int] = DEFAULT_PROFILE,
     *,
-    workspace_mb: int = 4096,
+    workspace_mb: int = DEFAULT_WORKSPACE_MB,
     opt_level: int | None = None,
     trt_version: str,
     device: dict[str, Any],
@@ -183,7 +183,7 @@ def current_key_inputs(
     preview: Sequence[str] = (),
 ) -> KeyInputs:
     """The key inputs for this graph, TensorRT version and device (the caller probes them: build_engine, with
-    trt.build.cuda_device); the OS, L4T release and TensorRT's CUDA flavour are read here unless given.
+    env.require_cuda_device); the OS, L4T release and TensorRT's CUDA flavour are read here unless given.
     `preview`: build-time preview features set (recorded only when there are any, so keys made without
     them are unchanged)."""
     major = int(trt_version.split(".")[0])

@@ -8,7 +8,7 @@ from any machine. Two layouts:
   (e.g. "Channel major INT8 format where channel % 32 == 0", "Row major linear FP32");
 * TensorRT 11: `{"Layers": [...], "I/O Tensors": [...]}`, tensors carry separate `Format` and `DataType`.
 
-Rules (issue 12): compute layers are those whose `ParameterType` is Convolution, Deconvolution,
+Rules: compute layers are those whose `ParameterType` is Convolution, Deconvolution,
 MatrixMultiply or FullyConnected, or whose `LayerType` names a convolution, GEMM or matrix multiply.
 `Myelin` regions (fused subgraphs) hide their inner precisions: they are counted apart, as hidden.
 A compute layer computes in the datatype of its first input, cross-checked with its weights' type

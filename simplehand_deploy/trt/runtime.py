@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 
 from .._deps import INSTALL_HINTS
+from ..env import require_cuda_device
 from ..errors import UsageError
-from .build import BUFFERS, check_buffers, cuda_device, require_tensorrt
+from ..timing import TorchEvent
+from .build import BUFFERS, check_buffers, require_tensorrt
 
 OUTPUTS = ("uv", "vertices")
 IMAGE = (3, 224, 224)
@@ -112,22 +114,7 @@ def _cuda_source(data: Any, dtype: Any, nbytes: int) -> tuple[Any, int] | None:
 
 # Buffer backends ------------------------------------------------------------------------------------------------
 # Each one owns a non-default stream and offers: empty, free, ptr, upload, download, synchronize, capture,
-# event (its own CUDA events, recorded on that stream: item 8 of issue 12) and mem_get_info.
-
-
-class _TorchEvent:
-    def __init__(self, torch: Any, stream: Any) -> None:
-        self.ev = torch.cuda.Event(enable_timing=True)
-        self.stream = stream
-
-    def record(self) -> None:
-        self.ev.record(self.stream)
-
-    def synchronize(self) -> None:
-        self.ev.synchronize()
-
-    def elapsed_ms(self, end: _TorchEvent) -> float:
-        return float(self.ev.elapsed_time(end.ev))
+# event (its own CUDA events, recorded on that stream, for `timing.time_gpu`) and mem_get_info.
 
 
 class _TorchMem:
@@ -205,8 +192,8 @@ class _TorchMem:
             with contextlib.suppress(Exception):
                 graph.reset()
 
-    def event(self) -> _TorchEvent:
-        return _TorchEvent(self.torch, self.stream)
+    def event(self) -> TorchEvent:
+        return TorchEvent(self.stream)
 
     def mem_get_info(self) -> tuple[int, int]:
         free, total = self.torch.cuda.mem_get_info()
@@ -585,7 +572,7 @@ class TrtEngine:
         if not self.path.is_file():
             raise UsageError(f"engine {self.path}: no such file (build one with `simplehand-deploy build`)")
         backend = choose_buffers(buffers, available_buffers() if buffers == "auto" else {})
-        device = cuda_device(backend)
+        device = require_cuda_device(backend)
         self.mem = _memory(backend)
         self.stream = self.mem.stream
         self.cuda_graphs = cuda_graphs

@@ -1,6 +1,10 @@
 """Latency statistics as trtexec defines them, and THE timing loop (the only one in the toolkit).
 
-Statistics (notes/tensorrt.md §4): mean; median (mean of the two middle values for even N);
+Its own layer, directly above the machine probes (`env`) and below everything that times: the benchmark
+harness (`bench`), the TensorRT runtime and runner (CUDA events, trtexec's equivalent command line) and the INT8
+repair (a candidate's CPU cost).
+
+Statistics (trtexec's definitions): mean; median (mean of the two middle values for even N);
 percentile p = sorted[max(N - 1 - int((1 - p/100) * N), 0)]; coefficient of variation = population
 std / mean (a ratio here; trtexec warns above 2.5%). The loop warms up for a time budget, then runs
 at least `iterations` AND at least `duration` seconds, and keeps every per-iteration sample (in run
@@ -69,11 +73,6 @@ def time_host(fn: Callable[[], Any], *, duration: float = 0.0, iterations: int =
     return times
 
 
-def median_ms(fn: Callable[[], Any], iterations: int = 5, *, warmup_calls: int = 1) -> float:
-    """Median wall time (ms) of `iterations` calls after `warmup_calls` untimed ones (quick CPU figures)."""
-    return stats(time_host(fn, iterations=iterations, warmup_calls=warmup_calls))["latency_p50_ms"]
-
-
 class TorchEvent:
     """A torch timing event recorded on `stream` (default: torch's current stream, where eager/compile launch)."""
 
@@ -126,7 +125,7 @@ def measure(runner: Any, batch: int, *, duration: float = 3.0, iterations: int =
     `cpu_other_pct` (the share of the machine's CPUs other processes used meanwhile: `env.OtherLoad`) and,
     on GPU, peak memory.
     """
-    from ..env import OtherLoad
+    from .env import OtherLoad
 
     runner.prepare(batch)
     on_gpu = str(getattr(runner, "device", "cpu")).startswith("cuda")

@@ -11,7 +11,7 @@ CONFIG   ?= fastvit_ma36
 WEIGHTS  ?=
 FREIHAND ?=
 DEXYCB   ?=
-CALIB_NUM ?= 64
+CALIB_NUM ?=
 
 .PHONY: install test engine train baseline regress compare lint clean modelopt
 
@@ -52,7 +52,7 @@ lint: $(VENV)/.installed
 engine: $(VENV)/.installed
 	$(VENV)/bin/simplehand-deploy engine --config $(CONFIG) \
 		$(if $(WEIGHTS),--checkpoint $(WEIGHTS)) $(if $(FREIHAND),--freihand $(FREIHAND)) \
-		$(if $(DEXYCB),--dexycb $(DEXYCB)) --calib-num $(CALIB_NUM)
+		$(if $(DEXYCB),--dexycb $(DEXYCB)) $(if $(CALIB_NUM),--calib-num $(CALIB_NUM))
 
 # Regression gates. RESULTS: a run folder or the results root (newest run of DEVICE is taken).
 RESULTS   ?= benchmarks/results

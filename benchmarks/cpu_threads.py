@@ -130,7 +130,7 @@ def main() -> int:
     if unknown:
         sys.exit(f"cpu_threads: unknown setting(s) {unknown}; choose from {', '.join(SETTINGS)}")
     from simplehand_deploy.bench.results import markdown_rows
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, write_env_json
 
     env = fingerprint()
     out = (args.out or Path("benchmarks") / "results" / f"{env['run_id']}-cpu-threads").resolve()
@@ -157,7 +157,7 @@ def main() -> int:
     record = {"command": command, "runs_per_setting": args.runs, "rounds": args.rounds, "duration_s": args.duration,
               "batch_sizes": batches, "seconds": round(time.time() - t0), "summary": rows, "runs": runs}
     (out / "cpu_threads.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "env.json").write_text(json.dumps(env, indent=2) + "\n")
+    write_env_json(out, env)
     table = markdown_rows(
         ("setting", "threads", "batch", "p50 min..max ms (runs)", "run-to-run max/min", "run-to-run CoV",
          "within-job sample CoV", "identical-pair ratio CoV", "95% interval half-width", "identical failed",

@@ -352,6 +352,8 @@ def _write_plain(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) 
     import csv
     import io
 
+    from simplehand_deploy.env import write_env_json
+
     cols = list(dict.fromkeys(c for r in rows for c in r))
 
     def atomic(name: str, text: str) -> None:
@@ -374,7 +376,7 @@ def _write_plain(rows: list[dict[str, Any]], env: dict[str, Any], folder: Path) 
              "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
     atomic("results.md", "\n".join(lines) + "\n")
-    atomic("env.json", json.dumps(env, indent=2, default=str) + "\n")
+    write_env_json(folder, env)
 
 
 def run(check: Rows, env: dict[str, Any], folder: Path, *, deadline_s: float = DEFAULT_DEADLINE_S,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.pipeline import run_engine_job
 
     t0 = time.time()
+    load = os.getloadavg()[0]  # other work on the host at the start (the latencies are only as quiet as it)
     env = fingerprint()
     held_out = ensure_calibration_set(args.work / f"heldout-{args.heldout_num}-seed{HELD_OUT_SEED}", synthetic=True,
                                       num=args.heldout_num, seed=HELD_OUT_SEED, progress=False)
@@ -140,13 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     failed = [(r["config"], r["runner"], r["precision"], r["measurement"], r["status"]) for r in rows
               if r["status"] != "ok"]
     md = (f"{', '.join(configs)}: seed weights (untrained: drift = deployment error on untrained weights only), "
-          f"{env['cpu_model']} ({env['cpu_count']} CPUs), {args.threads} thread(s), p50 of {args.iterations} runs; "
+          f"{env['cpu_model']} ({env['cpu_count']} CPUs, 1-min load {load:.1f} at start), {args.threads} thread(s), "
+          f"p50 of {args.iterations} runs; "
           f"drift vs PyTorch FP32 eager on {args.heldout_num} held-out synthetic crops (seed {HELD_OUT_SEED})\n\n"
           + comparison_md(rows, configs, batches))
     (folder / "hrnet_vs_fastvit.md").write_text(md)
     command = " ".join(["python benchmarks/hrnet_vs_fastvit.py", *(argv if argv is not None else sys.argv[1:])])
     (folder / "preset.json").write_text(json.dumps(
         {"command": command, "args": {k: str(v) for k, v in vars(args).items()}, "engine_steps": steps,
+         "load_average_1min_at_start": round(load, 2),
          "failed_rows": failed, "seconds": {**seconds, "total": round(time.time() - t0)}}, indent=2) + "\n")
     print(md)
     for f in failed:

@@ -4,7 +4,7 @@
                                     [--calib-nums 16,32,64,128,256] [--no-sweep] [--fastvit-checkpoint W]
                                     [--qat-steps 600] [--qat-lr 1e-4] [--modelopt-from RESULTS_DIR]
 
-The recipe is the issue's (14): `tiny` trained with `train --config tiny --synthetic --steps 300 --seed 1
+The recipe (`testing.INT8_RECIPE`): `tiny` trained with `train --config tiny --synthetic --steps 300 --seed 1
 --rotation 0`, calibration crops `calib-set --synthetic --num 32 --seed 1`, held-out crops `calib-set
 --synthetic --num 64 --seed 777` (never used for calibration). Variants, all from the same FP32 ONNX:
 ours (`--quantizer ort`, default target) with placement `dense` (the default), `all`, and `all` with
@@ -20,7 +20,7 @@ fake-quant CPU time at batch 1
 held-out drift of ours and ModelOpt for 16..256 calibration crops.
 
 Writes `<out>/<run-id>-int8-peers/`: results.{parquet,csv,json,md} + env.json (measurement `peers` for the
-main table, `calib_sweep` for the sweep), peers.md (the README table), preset.json (recipe, verdict),
+main table, `calib_sweep` for the sweep), peers.md (the table in benchmarks/README.md), preset.json (recipe, verdict),
 drift_vs_mac_share.png, drift_vs_calib_num.png and drift maps of ours and the best ModelOpt variant.
 Creates the ModelOpt venv (`make modelopt`) when it is missing.
 
@@ -112,7 +112,7 @@ def _variants(method: str, max_drift_mm: float, qat: bool = True, modelopt: bool
                  for p in ("dense", "all")]
         rows.append({"variant": "ours all entropy scale-search", "quantizer": "ort", "method": "entropy",
                      "placement": "all", "scale_search": True})
-    # Diagnostic (issue 14, MAC share): ModelOpt's extra layer, the vertex head's token upsample, quantised too,
+    # Diagnostic (MAC share): ModelOpt's extra layer, the vertex head's token upsample, quantised too,
     # with the activation-by-activation attention MatMuls of the token regressor kept float; scale search on.
     rows.append({"variant": "ours all+upsample, attention float, scale-search", "quantizer": "ort",
                  "method": "entropy", "placement": "all", "scale_search": True, "int8_upsample": True,
@@ -342,7 +342,7 @@ def run_sweep(args: argparse.Namespace, model: Any, fp32: Path, held_out: Path, 
 
 
 def verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's goal on the main table: ours (dense or all) <= half the best ModelOpt drift, share >= top - 1 pt."""
+    """The goal on the main table: ours (dense or all) <= half the best ModelOpt drift, share >= top - 1 pt."""
     mo = [r for r in rows if r["quantizer"] == "modelopt" and not r.get("diagnostic")]
     if not mo:
         return {"met": False, "why": "no ModelOpt variant was measured", "ours": {}}

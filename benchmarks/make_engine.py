@@ -7,7 +7,7 @@ the first builds every artifact, the second must reuse them all. Records wall ti
 sensitive than wall time to other load on a shared host), peak RSS, the ONNX export's seconds and parity, the
 onnxsim node counts, and the 1-minute load average at the start, then writes make_engine.{json,md} + env.json
 into a results folder (default benchmarks/results/<run-id>-make-engine/). Exit 1 when the job fails or the
-re-run rebuilds anything (the README says re-running reuses every valid artifact).
+re-run rebuilds anything (docs/pipeline.md: re-running reuses every valid artifact).
 """
 
 from __future__ import annotations

@@ -3,18 +3,18 @@
     python benchmarks/precision_drift.py [--checkpoint W] [--work runs/precision-drift] [--out benchmarks/results]
                                          [--methods minmax,entropy] [--max-drift-mm 1.0]
 
-Recipe (issue 14): `tiny` trained with `train --config tiny --synthetic --steps 300 --seed 1 --rotation 0`
+Recipe (`testing.INT8_RECIPE`): `tiny` trained with `train --config tiny --synthetic --steps 300 --seed 1 --rotation 0`
 (or `--checkpoint` naming weights made that way; training takes ~30 min on a busy 2-core host),
 calibration crops `calib-set --synthetic --num 32 --seed 1`, held-out crops `--num 64 --seed 777`.
 Rows: FP16; INT8 `dense` and `all` for each target (trt10: FP16 remainder + FP32 island, opset 19;
 trt8: FP32 scales, opset 17) and calibration method; `all` + sensitivity repair (`--max-drift-mm`,
 budget checked on the last 25% of the calibration crops). All drift is ONNX Runtime on CPU against
 PyTorch FP32 eager on the held-out crops, INT8 as fake quantisation (TensorRT's Q/DQ semantics; see
-notes/cpu-precision.md); the INT8 MAC share is read from each graph (`precision.int8_mac_share`).
+docs/precision.md); the INT8 MAC share is read from each graph (`precision.int8_mac_share`).
 
-Writes `<out>/<run-id>-precision-drift/`: results.{parquet,csv,json,md} + env.json, drift.md (the README
-table) and preset.json. Exit 1 when a README target is missed: FP16 mean vertex drift < 0.05 mm; the
-default INT8 (dense, trt10) PA-MPVPE within 10% of FP32's.
+Writes `<out>/<run-id>-precision-drift/`: results.{parquet,csv,json,md} + env.json, drift.md (the table in
+benchmarks/README.md) and preset.json. Exit 1 when a drift target (docs/precision.md) is missed: FP16 mean
+vertex drift < 0.05 mm; the default INT8 (dense, trt10) PA-MPVPE within 10% of FP32's.
 Run with OMP_NUM_THREADS=1 on a shared machine: oversubscribed torch threads slow training ~10x.
 """
 

@@ -358,7 +358,7 @@ def qat(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name or op type kept float "
                                                       "(repeat).")] = None,
     method: Annotated[str, typer.Option("--method", help="Initial activation scales: minmax (default) or "
-                                        "entropy.")] = "minmax",
+                                        "entropy.")] = DEFAULT_METHOD,
     target: Annotated[str, typer.Option("--target", help="trt10 (default) or trt8: which artifact is --out (both "
                                         "are written).")] = "trt10",
     steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps (tiny: ~0.4 s each on 2 cores).")] = 600,

@@ -9,8 +9,8 @@ than the tolerance the check then uses.
 
 The trained tiny is still a weak model (held-out PA-MPVPE ~23 mm): its vertices for 8 held-out crops differ by
 1.3-2.7 mm (mean per-vertex distance between two images) and by >= 3 mm in their largest coordinate. So drift
-bounds on it stay at the README's targets (INT8 1.0 mm), not looser: above ~1.3 mm a graph that ignored its input
-and returned a mean hand would pass.
+bounds on it stay at the drift targets (docs/precision.md: INT8 1.0 mm), not looser: above ~1.3 mm a graph that
+ignored its input and returned a mean hand would pass.
 """
 
 from __future__ import annotations

@@ -100,8 +100,8 @@ def test_latency_cli_on_cpu_writes_all_formats(artifacts, tmp_path, capsys):
 
 
 def test_accuracy_cli_reports_drift_per_precision(trained_engines, tmp_path, capsys):
-    """On the trained tiny (8 held-out crops): drift per precision within the README's targets (FP16 x2), in
-    the order the precisions predict, and the same task metric from eager and from the FP32 graph."""
+    """On the trained tiny (8 held-out crops): drift per precision within the drift targets (docs/precision.md;
+    FP16 x2), in the order the precisions predict, and the same task metric from eager and from the FP32 graph."""
     import torch
     from teeth import assert_discriminates
 

@@ -224,10 +224,11 @@ def test_compare_end_to_end(trained_engines: dict[str, Path], tmp_path: Path,
     timed = [r for r in rows if r["ratio"] is not None]
     assert all(len(r["block_ratios"]) == 2 and len(r["baseline_sample_p50_ms"]) == 4 for r in timed)
     assert all(r["cpu_threads"] == 1 for r in rows)
-    drift = [r for r in rows if r["metric"] == "vertex_drift_mean_mm"][0]
+    drift = next(r for r in rows if r["metric"] == "vertex_drift_mean_mm")
     assert drift["change_mm"] == pytest.approx(0.0, abs=1e-9)  # the same bytes drift the same
     assert {p.name for p in out.iterdir()} == {"compare.parquet", "compare.json", "compare.md", "env.json"}
-    assert "ABBA" in md.read_text() and any(r["row"] == "drift/vertex_drift_mean_mm" for r in table_rows(md.read_text()))
+    text = md.read_text()
+    assert "ABBA" in text and any(r["row"] == "drift/vertex_drift_mean_mm" for r in table_rows(text))
     assert 'failures="0"' in junit.read_text()
 
     code = _run(bench, ["compare", "--baseline", str(fp32), "--current", str(trained_engines["int8"]), *common,

@@ -153,7 +153,11 @@ def test_bad_folders_exit_2_naming_the_file(tmp_path: Path, capsys: pytest.Captu
 
 def test_eval_pa_mpjpe_matches_a_plain_recomputation(tmp_path: Path, trained_tiny: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Labels read straight from the files, left frames flipped here, FreiHAND's alignment helper per frame."""
+    """Labels read straight from the files, left frames flipped here, FreiHAND's alignment helper per frame.
+
+    Catches eval without alignment, without the image flip or without any mirroring; a missing 3-D x -> -x
+    alone is invisible to PA-MPJPE (the alignment may reflect, as FreiHAND's does), test_left_hands_are_mirrored
+    catches that one."""
     import json
 
     import torch

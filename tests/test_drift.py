@@ -35,7 +35,7 @@ def rows(graphs):
     return df
 
 
-FP16_MAX_MM = 0.1  # the FP16 target is 0.05 mm mean vertex drift (README)
+FP16_MAX_MM = 0.1  # the FP16 target is 0.05 mm mean vertex drift (docs/precision.md)
 
 
 def test_drift_row_units():

@@ -154,8 +154,8 @@ def test_trained_artifacts_stay_close_to_fp32(trained_engines):
 
     x = np.load(trained_engines["held_out"] / "images.npy")
     ref = run(make_session(trained_engines["fp32"]), x)["vertices"]
-    # targets 0.05 and 1.0 mm (README); INT8 at its target: the trained tiny's vertices differ between images by
-    # only ~1.3-2.7 mm (it predicts near-mean hands), so a looser bound would pass an image-blind graph
+    # targets 0.05 and 1.0 mm (docs/precision.md); INT8 at its target: the trained tiny's vertices differ between
+    # images by only ~1.3-2.7 mm (it predicts near-mean hands), so a looser bound would pass an image-blind graph
     bound_mm = {"fp16": 0.1, "int8": 1.0}
     assert_discriminates(ref, max(bound_mm.values()), "mean_dist_mm")
     for p, bound in bound_mm.items():

@@ -1,4 +1,4 @@
-"""benchmarks/int8_peers.py: the issue's goal check and the tables (the preset itself runs for many minutes)."""
+"""benchmarks/int8_peers.py: the goal check and the tables (the preset itself runs for many minutes)."""
 
 from __future__ import annotations
 

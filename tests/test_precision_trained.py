@@ -1,4 +1,4 @@
-"""The README's drift targets on a *trained* tiny model (seed weights say little about quantisation error).
+"""The drift targets (docs/precision.md) on a *trained* tiny model (seed weights say little about quantisation error).
 
 `benchmarks/precision_drift.py` prints the measured figures (same recipe: 300 steps, 32 calibration and
 32 held-out synthetic crops); this test asserts looser bounds so noise cannot flake it. Measured there:

@@ -559,6 +559,7 @@ def write_reports(report: CompareReport, *, markdown: Path | None = None, junit:
 
 def write_folder(report: CompareReport, out: Path) -> Path:
     """compare.{parquet,json,md} + env.json, each file atomically (only our own file names are written)."""
+    from ..env import write_env_json
     from ..fileio import atomic_path
 
     out = Path(out)
@@ -573,11 +574,11 @@ def write_folder(report: CompareReport, out: Path) -> Path:
     writers = {"compare.parquet": lambda p: df.write_parquet(p),
                "compare.json": lambda p: p.write_text(json.dumps({**meta, "rows": report.records()}, indent=1,
                                                                  default=str) + "\n"),
-               "compare.md": lambda p: p.write_text(to_markdown(report)),
-               "env.json": lambda p: p.write_text(json.dumps(report.env, indent=2, default=str) + "\n")}
+               "compare.md": lambda p: p.write_text(to_markdown(report))}
     for name, write in writers.items():
         with atomic_path(out / name) as tmp:
             write(tmp)
+    write_env_json(out, report.env)
     return out
 
 

@@ -83,7 +83,7 @@ def run_sensitivity(cfg: SensitivityConfig) -> Path:
     import polars as pl
 
     from ..calibration import load_calibration_set
-    from ..env import fingerprint
+    from ..env import fingerprint, write_env_json
     from ..precision.sensitivity import layer_sensitivity
 
     images = load_calibration_set(cfg.calib).images
@@ -97,11 +97,11 @@ def run_sensitivity(cfg: SensitivityConfig) -> Path:
     env = fingerprint()
     writers = {"sensitivity.parquet": lambda p: df.write_parquet(p), "sensitivity.csv": lambda p: df.write_csv(p),
                "sensitivity.md": lambda p: p.write_text(markdown(rows, summary)),
-               "summary.json": lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"),
-               "env.json": lambda p: p.write_text(json.dumps(env, indent=2, default=str) + "\n")}
+               "summary.json": lambda p: p.write_text(json.dumps(summary, indent=2) + "\n")}
     for name, write in writers.items():
         with atomic_path(out / name) as tmp:
             write(tmp)
+    write_env_json(out, env)
     plot(rows, out / "sensitivity_top.png", cfg.top,
          f"INT8 sensitivity, top {cfg.top}: {os.path.basename(str(cfg.onnx))} ({summary['crops']} crops)")
     return out

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ..defaults import DEFAULT_METHOD
 from ..errors import UsageError
 from ..literals import Method, Placement, Target
 from .graph import INT8_OPS
@@ -380,7 +381,7 @@ class QatConfig:
     val: Path | None = None  # None: the last 10% of --data (never trained on)
     placement: Placement = "dense"
     exclude: tuple[str, ...] = ()
-    method: Method = "minmax"
+    method: Method = DEFAULT_METHOD
     target: Target = "trt10"
     steps: int = DEFAULT_STEPS
     lr: float = DEFAULT_LR

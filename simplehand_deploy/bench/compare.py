@@ -230,11 +230,9 @@ class CompareReport:
         return not self.failures
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for r in self.rows:
-            counts[r.verdict] = counts.get(r.verdict, 0) + 1
-        text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-        return f"{'FAIL' if self.failures else 'PASS'}: {len(self.rows)} rows ({text or 'none'})"
+        from .regress import verdict_summary
+
+        return verdict_summary([r.verdict for r in self.rows], failed=bool(self.failures))
 
     def records(self) -> list[dict[str, Any]]:
         common = {"runner": self.runner, "baseline": self.baseline, "current": self.current, "rounds": self.rounds,

@@ -34,6 +34,7 @@ counts is not a regression signal.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree as ET
@@ -150,12 +151,16 @@ class RegressionReport:
         return not self.failures
 
     def summary(self) -> str:
-        counts: dict[str, int] = {}
-        for r in self.rows:
-            counts[r.verdict] = counts.get(r.verdict, 0) + 1
-        text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-        return f"{'FAIL' if self.failures else 'PASS'}: {len(self.rows)} rows ({text or 'none'})"
+        return verdict_summary([r.verdict for r in self.rows], failed=bool(self.failures))
 
+
+def verdict_summary(verdicts: Sequence[str], failed: bool) -> str:
+    """One line for a gate's rows (stored-baseline `regress` and `compare` alike): PASS/FAIL and the verdict counts."""
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v] = counts.get(v, 0) + 1
+    text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    return f"{'FAIL' if failed else 'PASS'}: {len(verdicts)} rows ({text or 'none'})"
 
 # ---------------------------------------------------------------------------------------------
 # comparison

@@ -20,10 +20,8 @@ from .config import DEFAULT_CONFIG
 def evaluate_model(model: Any, dataset: Any, regressor: np.ndarray | None = None, *, batch_size: int = 16,
                    limit: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Metrics of `model` on `dataset` (FreiHAND-like samples); keys of metrics.evaluate + `skipped`, `num`."""
-    from .data.augment import eval_sample
     from .errors import UsageError
     from .metrics import evaluate
-    from .progress import track
 
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
@@ -33,17 +31,7 @@ def evaluate_model(model: Any, dataset: Any, regressor: np.ndarray | None = None
             ann = dataset.annotation(i)
             if ann["xyz"] is None or ann["vertices"] is None:
                 raise UsageError(f"sample {i}: no 3-D labels (xyz and verts); the official protocol needs both")
-    model = model.eval()
-    device = next(model.parameters()).device
-    preds, gts_v, gts_j = [], [], []
-    for start in track(range(0, n, batch_size), "evaluating", progress):
-        items = [eval_sample(dataset[i]) for i in range(start, min(n, start + batch_size))]
-        x = torch.from_numpy(np.stack([it["image"] for it in items])).to(device)
-        _, v = model(x)
-        preds.append(v.float().cpu().numpy())
-        gts_v.append(np.stack([it["vertices"] for it in items]))
-        gts_j.append(np.stack([it["xyz"] for it in items]))
-    pred_v, gt_v, gt_j = np.concatenate(preds), np.concatenate(gts_v), np.concatenate(gts_j)
+    pred_v, gt_v, gt_j = _predict(model, dataset, list(range(n)), batch_size, progress)
     pred_v = pred_v - (regressor @ pred_v)[:, 9:10] if regressor is not None else pred_v
     skipped = {}
     if regressor is None:
@@ -140,7 +128,6 @@ def evaluate_dexycb(model: Any, dataset: Any, regressor: np.ndarray | None = Non
     """Metrics on DexYCB frames with a hand (left hands mirrored): PA-MPJPE against `joint_3d` with joints =
     regressor @ predicted vertices; vertex metrics when every frame's vertices are known. Extra keys:
     `num`, `handless_skipped`, `left_hands`, `skipped`."""
-    from .data.augment import eval_sample
     from .errors import UsageError
     from .metrics import evaluate
     from .progress import track
@@ -169,17 +156,7 @@ def evaluate_dexycb(model: Any, dataset: Any, regressor: np.ndarray | None = Non
     if regressor is None and not has_vertices:
         raise UsageError(f"{dataset.root}: nothing to measure: pass --mano MANO_RIGHT.pkl (or a (21, 778) .npy "
                          "regressor) for PA-MPJPE")
-    model = model.eval()
-    device = next(model.parameters()).device
-    preds, gts_v, gts_j = [], [], []
-    for start in track(range(0, len(valid), batch_size), "evaluating", progress):
-        items = [eval_sample(dataset[i]) for i in valid[start : start + batch_size]]
-        x = torch.from_numpy(np.stack([it["image"] for it in items])).to(device)
-        _, v = model(x)
-        preds.append(v.float().cpu().numpy())
-        gts_v.append(np.stack([it["vertices"] for it in items]))
-        gts_j.append(np.stack([it["xyz"] for it in items]))
-    pred_v, gt_v, gt_j = np.concatenate(preds), np.concatenate(gts_v), np.concatenate(gts_j)
+    pred_v, gt_v, gt_j = _predict(model, dataset, valid, batch_size, progress)
     pred_j = regressor @ pred_v if regressor is not None else None
     out: dict[str, Any] = evaluate(pred_j, gt_j if pred_j is not None else None,
                                    pred_v if has_vertices else None, gt_v if has_vertices else None)
@@ -206,3 +183,24 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
 
 def skipped_lines(metrics: dict[str, Any]) -> list[str]:
     return [f"skipped {k}: {why}" for k, why in metrics.get("skipped", {}).items()]
+
+
+@torch.no_grad()
+def _predict(model: Any, dataset: Any, indices: list[int], batch_size: int,
+             progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted vertices and the labelled vertices and joints of `indices`, in batches of the protocol's crops (the
+    FreiHAND and DexYCB evaluations share this loop)."""
+    from .data.augment import eval_sample
+    from .progress import track
+
+    model = model.eval()
+    device = next(model.parameters()).device
+    preds, gts_v, gts_j = [], [], []
+    for start in track(range(0, len(indices), batch_size), "evaluating", progress):
+        items = [eval_sample(dataset[i]) for i in indices[start : start + batch_size]]
+        x = torch.from_numpy(np.stack([it["image"] for it in items])).to(device)
+        _, v = model(x)
+        preds.append(v.float().cpu().numpy())
+        gts_v.append(np.stack([it["vertices"] for it in items]))
+        gts_j.append(np.stack([it["xyz"] for it in items]))
+    return np.concatenate(preds), np.concatenate(gts_v), np.concatenate(gts_j)

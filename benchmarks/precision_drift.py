@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.calibration import ensure_calibration_set
     from simplehand_deploy.checkpoint import load_checkpoint
     from simplehand_deploy.drift import measure_drift
-    from simplehand_deploy.env import fingerprint
+    from simplehand_deploy.env import fingerprint, slug
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.precision import convert_fp16, int8_mac_share, quantize_int8
     from simplehand_deploy.precision.macs import qdq_count
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = {"fp32": {}, "fp16": {}}
     for v in variants(methods, args.max_drift_mm):
         name = v["variant"]
-        out = w / f"tiny-{name.replace(' ', '-').replace('+', '-')}.onnx"
+        out = w / f"tiny-{slug(name)}.onnx"
         print(f"quantising {name}", file=sys.stderr, flush=True)
         paths[name] = quantize_int8(fp32, calib, out, method=v["method"], placement=v["placement"],
                                     target=v["target"], max_drift_mm=v.get("max_drift_mm"), progress=False).path

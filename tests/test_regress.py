@@ -21,6 +21,7 @@ from simplehand_deploy.bench.regress import (
     to_markdown,
 )
 from simplehand_deploy.cli import _run, bench
+from simplehand_deploy.env import slug
 from simplehand_deploy.errors import UsageError
 
 RUNNERS = (("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("tensorrt", "int8"))
@@ -39,8 +40,7 @@ def make_run(
     results = pytest.importorskip("simplehand_deploy.bench.results", reason="results schema not present")
     RESULT_COLUMNS = results.RESULT_COLUMNS
 
-    slug = "".join(c if c.isalnum() else "-" for c in device.lower()).strip("-")
-    env = {"device_name": device, "device_slug": slug, "tensorrt_version": trt, "cuda_version": "12.8",
+    env = {"device_name": device, "device_slug": slug(device), "tensorrt_version": trt, "cuda_version": "12.8",
            "run_id": run_id, "host": "ci", "timestamp": "2026-01-01T00:00:00Z"}
     rows = []
     for runner, prec in runners:

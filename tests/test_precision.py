@@ -248,6 +248,29 @@ def test_qdq_only_on_inputs_of_quantised_layers(arts):
     assert pools  # float path to the uv head
 
 
+def _gemm_weight_axes(path):
+    """(op_type, transB) of each Gemm / MatMul with a weight DQ, asserting its scales run along the output
+    channels, never the reduced axis (tests/test_qdq_axis.py): axis 1 of a (K, N) weight, 0 of an (N, K) one."""
+    model = onnx.load(path)
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    seen = []
+    for node in model.graph.node:
+        dq = producers.get(node.input[1]) if node.op_type in ("Gemm", "MatMul") else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue  # float
+        q = producers.get(dq.input[0])
+        weight = dq.input[0] if q is None else q.input[0]  # int8 data, or the FP32 weight of its Q (Q/DQ pair)
+        if weight not in values:
+            continue  # activation x activation
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        assert axis == (0 if trans_b else 1), (node.name, trans_b, axis)
+        assert values[dq.input[1]].size == values[weight].shape[axis] > 1, node.name
+        seen.append((node.op_type, trans_b))
+    return seen
+
+
 def test_placement_dense_vs_all(arts, tmp_path, capsys):
     import json
 
@@ -265,6 +288,8 @@ def test_placement_dense_vs_all(arts, tmp_path, capsys):
     _, all_q = _qdq_consumers(out)
     assert dense_q < all_q and (token - marks["vertex_head"]) <= all_q and marks["depthwise"] <= all_q
     assert not all_q & (marks["grid_path"] | marks["vertex_head"])  # always float, whatever the placement
+    # onnxsim folds the Linear layers' MatMul + Add into transB=0 Gemms with (K, N) weights: scales on axis 1
+    assert ("Gemm", False) in _gemm_weight_axes(out) and ("MatMul", False) in _gemm_weight_axes(out)
     share = {p: json.loads(path.with_suffix(".json").read_text())["int8"]["int8_mac_share"]
              for p, path in (("dense", arts["int8"]), ("all", out))}
     assert 0.3 < share["dense"] < share["all"] < 1.0, share

@@ -117,8 +117,9 @@ def quantize_int8(
     """Explicit Q/DQ INT8 graph (TensorRT's only INT8 route from 11 on), calibrated on a calibration set;
     returns the artifact written (`quantizer="modelopt"`: NVIDIA ModelOpt's, `precision/modelopt.py`).
 
-    Symmetric int8 activations (per tensor) and weights (per channel: Conv axis 0, ConvTranspose
-    axis 1), zero points 0. `target` trt10: opset 19, FP16 scales on the DQs feeding the FP16
+    Symmetric int8 activations (per tensor) and weights (per channel along the output channels: Conv
+    axis 0, ConvTranspose axis 1, MatMul and transB=0 Gemm axis 1 of their (K, N) weight, transB=1 Gemm
+    axis 0), zero points 0. `target` trt10: opset 19, FP16 scales on the DQs feeding the FP16
     remainder, the FP32 island of the FP16 artifact (norms, softmax and attention scores, grid path,
     heads) kept FP32; trt8: FP32 scales, opset 17. `scale_search`: after calibration (and any repair), tune the
     activation scales against the FP32 graph's outputs on the calibration crops (`scale_search.search_scales`;
@@ -405,8 +406,11 @@ def _quantize_static(quantize_static: Any, src: Path, out: Path, images: np.ndar
                 nodes_to_exclude=excluded,
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                                "AddQDQPairToWeight": True, "DedicatedQDQPair": False,
-                               "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1, "MatMul": 1,
-                                                                    "Gemm": 0},
+                               # per-channel weight axis = the output channels. Gemm has no entry: ORT takes
+                               # its axis from transB (1 for the (K, N) weights of transB=0 Gemms, which onnxsim
+                               # makes; 0 for (N, K)) and never reads this map for it; a fixed 0 would scale
+                               # a transB=0 weight along its reduced axis (tests/test_qdq_axis.py)
+                               "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1, "MatMul": 1},
                                "ForceQuantizeNoInputCheck": True, "CalibMovingAverage": False,
                                "OpTypesToExcludeOutputQuantization": list(INT8_OPS)},
             )

@@ -355,3 +355,15 @@ def test_int8_bad_target_is_a_usage_error(arts, tmp_path, capsys):
     code = _run(deploy, ["int8", "--onnx", str(arts["fp32"]), "--calib", str(arts["calib"]), "--out", str(out),
                          "--target", "trt11", "--quiet"])
     assert code == 2 and "--target" in capsys.readouterr().err and not out.exists()
+
+
+def test_int8_sidecar_records_the_graphs_own_opset(arts, tmp_path):
+    """A trt8 graph quantised from an opset-16 export (TensorRT 8.5) stays opset 16, and its sidecar says 16."""
+    from simplehand_deploy.artifact import OnnxArtifact
+
+    src = export_onnx(create_model("tiny", seed=0), tmp_path / "m16.onnx", opset=16, progress=False).path
+    out = quantize_int8(src, arts["calib"], tmp_path / "m16-int8.onnx", progress=False, target="trt8").path
+    graph_opset = next(o.version for o in onnx.load(out).opset_import if o.domain in ("", "ai.onnx"))
+    assert graph_opset == 16
+    assert OnnxArtifact.read(out).opset == 16
+    assert OnnxArtifact.read(arts["trt10"]).opset == 19 and OnnxArtifact.read(arts["int8"]).opset == 17

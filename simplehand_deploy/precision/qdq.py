@@ -202,8 +202,11 @@ def quantize_int8(
                "op_types": list(INT8_OPS), "ort_patches_verified": patches_verified(), "scale_search": searched,
                **({"int8_upsample": True} if int8_upsample else {}),
                **({} if repaired else {"sensitivity_repair": None})})
+    # the graph's own opset: a trt8 graph quantised from an opset-16 export (TensorRT 8.5) stays at 16
+    opset = max((o.version for o in onnx.load(str(out), load_external_data=False).opset_import
+                 if o.domain in ("", "ai.onnx")), default=TARGET_OPSET[target])
     return OnnxArtifact.source(src).derive(out, artifact_format=ARTIFACT_FORMAT, precision="int8",
-                                           opset=TARGET_OPSET[target], int8_target=target, int8=recipe,
+                                           opset=opset, int8_target=target, int8=recipe,
                                            onnx_sha256=sha256_file(out)).write()
 
 

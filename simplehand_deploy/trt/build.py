@@ -1,4 +1,4 @@
-"""Build TensorRT engines from our ONNX artifacts, one code path for TensorRT 8.6 (JetPack 5) to 11.
+"""Build TensorRT engines from our ONNX artifacts, one code path for TensorRT 8.5/8.6 (JetPack 5) to 11.
 
 Precision strategy forks on the TensorRT major version (docs/precision.md):
 * TRT < 10: weak typing. FP16 = `BuilderFlag.FP16` on the FP32 graph; INT8 = the Q/DQ graph with
@@ -210,7 +210,8 @@ def int8_target_for(trt_version: str) -> Target:
     return "trt10" if int(trt_version.split(".")[0]) >= 10 else "trt8"
 
 
-_TARGET_WHAT = {"trt10": "opset 19, FP16 scales: for TensorRT >= 10", "trt8": "opset 17, FP32 scales: for TensorRT 8.x"}
+_TARGET_WHAT = {"trt10": "opset 19, FP16 scales: for TensorRT >= 10",
+                "trt8": "opset 17 (16 from an opset-16 export), FP32 scales: for TensorRT 8.5 to 9.x"}
 
 
 def check_int8_target(target: str, trt_version: str, name: str = "this graph") -> None:

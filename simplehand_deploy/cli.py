@@ -363,7 +363,7 @@ def qat(
                                         "are written).")] = "trt10",
     steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps (tiny: ~0.4 s each on 2 cores).")] = 600,
     lr: Annotated[float, typer.Option("--lr", help="AdamW lr of the weights, cosine to 0 (activation scales: "
-                                      "x10).")] = 1e-4,
+                                      "x100).")] = 1e-4,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     label_weight: Annotated[float, typer.Option("--label-weight", help="Weight of an L1 loss against the crops' "
                                                 "labels, added to the distillation loss (default 0: labels "

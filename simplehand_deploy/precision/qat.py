@@ -18,7 +18,7 @@ the scales become FP16, so the final figure is measured with FP16 scales). `pari
 the PyTorch fake-quant model against the exported graph in ONNX Runtime (optimisations off).
 
 Training: AdamW on the weights (lr `--lr`, cosine to 0, BN statistics frozen: the model stays in eval
-mode) and on the log activation scales (x10 the weight lr); loss = L1 vertices (mm) + L1 uv (px) against
+mode) and on the log activation scales (x100 the weight lr); loss = L1 vertices (mm) + L1 uv (px) against
 the FP32 teacher's outputs on the same crops, plus `label_weight` x the same against the crops' labels.
 QDrop-style: while training, each activation quantiser is bypassed element-wise with probability
 `qdrop` so the weights learn to tolerate the noise rather than fit one noise pattern. Early stopping on the
@@ -56,7 +56,7 @@ DEFAULT_LR = 1e-4
 DEFAULT_BATCH = 16
 DEFAULT_QDROP = 0.5
 DEFAULT_EVAL_EVERY = 50
-SCALE_LR_FACTOR = 10.0
+SCALE_LR_FACTOR = 100.0  # scale lr 1e-2 at the default lr: measured 4.52 vs 4.70 mm (x10) on `all`
 VAL_FRACTION = 0.1
 
 

@@ -361,9 +361,10 @@ def _drift(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
     return float((np.linalg.norm(out["vertices"] - ref["vertices"], axis=-1) * 1000).mean())
 
 
-def _loss(uv: torch.Tensor, vert: torch.Tensor, t_uv: torch.Tensor, t_vert: torch.Tensor) -> torch.Tensor:
-    """L1 vertices in mm + L1 uv in crop pixels (x224)."""
-    return (vert - t_vert).abs().mean() * 1000 + (uv - t_uv).abs().mean() * 224
+def _loss(uv: torch.Tensor, vert: torch.Tensor, t_uv: torch.Tensor, t_vert: torch.Tensor,
+          uv_weight: float = 1.0) -> torch.Tensor:
+    """L1 vertices in mm + `uv_weight` x L1 uv in crop pixels (x224)."""
+    return (vert - t_vert).abs().mean() * 1000 + uv_weight * (uv - t_uv).abs().mean() * 224
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -499,9 +500,11 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
               steps: int, lr: float, batch_size: int, seed: int, qdrop: float = DEFAULT_QDROP,
               eval_every: int = DEFAULT_EVAL_EVERY, labels: dict[str, Any] | None = None, label_weight: float = 0.0,
               device: str = "cpu", progress: bool = False, feature_weight: float = 0.0,
+              scale_lr_factor: float = SCALE_LR_FACTOR, uv_weight: float = 1.0,
               on_eval: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Distil `teacher` into the fake-quant model; the best validation state is left in `qm`. Returns the record.
-    `on_eval` sees each validation point (step, drift, loss) as it happens (logs of long runs)."""
+    `on_eval` sees each validation point (step, drift, loss) as it happens (logs of long runs). `feature_weight`
+    (block-output distillation), `scale_lr_factor` and `uv_weight` are the recipe knobs the QAT ablation varies."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -516,7 +519,7 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
 
     weights = [p for n, p in qm.named_parameters() if n != "log_scales"]
     opt = torch.optim.AdamW([{"params": weights, "lr": lr, "weight_decay": 0.0},
-                             {"params": [qm.log_scales], "lr": lr * SCALE_LR_FACTOR, "weight_decay": 0.0}])
+                             {"params": [qm.log_scales], "lr": lr * scale_lr_factor, "weight_decay": 0.0}])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     start = best = val_drift()
     best_step, best_state = 0, copy.deepcopy(qm.state_dict())
@@ -537,7 +540,7 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
                 with torch.no_grad():
                     teacher(x)
             uv, vert = qm(x)
-            loss = _loss(uv, vert, t_uv, t_vert)
+            loss = _loss(uv, vert, t_uv, t_vert, uv_weight)
             if taps is not None:
                 loss = loss + feature_weight * taps.loss()
             if labels and label_weight > 0:

@@ -17,7 +17,9 @@ Variants vary one knob of the default recipe (`qat` defaults: lr 1e-4, activatio
 minmax initial scales, uv weight 1, no feature distillation): the earlier x10 scale lr, QDrop off, entropy
 initial scales, uv weighted x5 in the loss, block-output distillation; `dense` with the defaults.
 
-Then the FP16 diagnostic behind the trt10 parity gap: ONNX Runtime's FP16 graph (`convert_fp16`, optimisations
+Then post-training placements near ModelOpt's INT8 MAC share (`all`, `all` with the vertex upsample INT8, and that
+with the stage 0-2 RepMixer token mixers float: the only way to keep them float within the share budget), and the
+FP16 diagnostic behind the trt10 parity gap: ONNX Runtime's FP16 graph (`convert_fp16`, optimisations
 off) against its FP32 graph, against itself with optimisations on, and against a PyTorch simulation of the FP16
 remainder (every op outside the FP32 island rounded to FP16, fp32 arithmetic on FP16 values), on 16 held-out
 crops, no INT8 anywhere.
@@ -149,6 +151,39 @@ def fp16_diagnostic(teacher: Any, fp32: Path, calib: Path, held_out: Path, work:
             "torch_fp16_simulation_vs_torch_fp32_mm": _drift(eager, sim), "crops": len(images)}
 
 
+# -- the share budget: what keeping the RepMixer token mixers float costs and buys (post-training) -------------
+
+TOKEN_MIXERS = tuple(f"/stages.{i}/blocks/blocks.0/token_mixer/reparam_conv/Conv" for i in (0, 1, 2))
+PLACEMENTS: list[tuple[str, dict[str, Any]]] = [
+    ("all", {"placement": "all"}),
+    ("all + vertex upsample INT8", {"placement": "all", "int8_upsample": True}),
+    ("all + vertex upsample INT8, stage 0-2 token mixers float",
+     {"placement": "all", "int8_upsample": True, "exclude": list(TOKEN_MIXERS)}),
+]
+
+
+def placement_rows(fp32: Path, calib: Path, held_out: Path, work: Path) -> list[dict[str, Any]]:
+    """Post-training drift (ONNX Runtime, optimisations off) and INT8 MAC share of placements near ModelOpt's share."""
+    import tempfile
+
+    from simplehand_deploy.calibration import load_calibration_set
+    from simplehand_deploy.ort import make_session, run
+    from simplehand_deploy.precision.qat import _drift
+    from simplehand_deploy.precision.qdq import quantize_int8
+
+    images = load_calibration_set(held_out).images
+    ref = run(make_session(fp32), images)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        for name, kw in PLACEMENTS:
+            art = quantize_int8(fp32, calib, Path(tmp) / "p.onnx", method="minmax", target="trt8", progress=False,
+                                **kw)
+            assert art.int8 is not None
+            rows.append({"placement": name, "int8_mac_share": art.int8.int8_mac_share,
+                         "ptq_vertex_drift_mean_mm": _drift(ref, run(make_session(art.path), images))})
+    return rows
+
+
 # -- one variant ---------------------------------------------------------------------------------------------------
 
 def with_teacher_uv(qm: Any, teacher_uv: Any, images: Any, batch: int = 32) -> Any:
@@ -209,7 +244,8 @@ def run_variant(name: str, knobs: dict[str, Any], teacher: Any, fp32: Path, cali
             "fine_tune_s": seconds}
 
 
-def ablation_md(rows: list[dict[str, Any]], fp16: dict[str, float] | None) -> str:
+def ablation_md(rows: list[dict[str, Any]], fp16: dict[str, float] | None,
+                placements: list[dict[str, Any]] | None = None) -> str:
     from simplehand_deploy.bench.results import markdown_rows
 
     header = ["variant", "steps (best)", "PTQ drift (mm)", "QAT drift (mm)", "PTQ uv (px)", "QAT uv (px)",
@@ -219,6 +255,11 @@ def ablation_md(rows: list[dict[str, Any]], fp16: dict[str, float] | None) -> st
              f"{r['qat_uv_drift_mean_px']:.2f}", f"{r['ptq_vertex_drift_teacher_uv_mean_mm']:.2f}",
              f"{r['qat_vertex_drift_teacher_uv_mean_mm']:.2f}", f"{r['fine_tune_s']:.0f}"] for r in rows]
     md = markdown_rows(header, body)
+    if placements:
+        md += "\nPost-training placements near ModelOpt's INT8 MAC share (trt8, minmax):\n\n" + markdown_rows(
+            ["placement", "INT8 MAC share", "PTQ drift (mm)"],
+            [[p["placement"], f"{p['int8_mac_share']:.1%}", f"{p['ptq_vertex_drift_mean_mm']:.2f}"]
+             for p in placements])
     if fp16:
         md += ("\nFP16 remainder, no INT8, {crops} held-out crops (mean vertex distance, mm): ORT FP16 vs ORT FP32 "
                "{ort_fp16_vs_ort_fp32_mm:.3f}; ORT FP16 optimisations on vs off {ort_fp16_optimised_vs_not_mm:.3f}; "
@@ -277,18 +318,19 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         rows.append(run_variant(name, knobs, teacher, fp32, calib, data, held, t_held, args.steps, args.work))
     fp16 = None if args.no_fp16 else fp16_diagnostic(teacher, fp32, calib, held_out, args.work)
+    placements = placement_rows(fp32, calib, held_out, args.work)
     common = {"config": "tiny", "weights": info.short, "measurement": "qat_ablation", **env}
     df = pl.DataFrame([{**common, **r} for r in rows])
     folder = args.out / f"{env['run_id']}-qat-ablation"
     write_results(df, folder, env={**env, "graphs_sha256": {fp32.name: sha256_file(fp32)},
                                    "checkpoint_sha256": sha256_file(ckpt)})
     md = (f"tiny ({info.short}), {len(held)} held-out crops, {args.steps} fine-tuning steps per variant, "
-          f"{env['cpu_model']}\n\n" + ablation_md(rows, fp16))
+          f"{env['cpu_model']}\n\n" + ablation_md(rows, fp16, placements))
     (folder / "ablation.md").write_text(md)
     command = " ".join(["python benchmarks/qat_ablation.py", *(argv if argv is not None else sys.argv[1:])])
     (folder / "preset.json").write_text(json.dumps(
         {"command": command, "recipe": INT8_RECIPE, "defaults": DEFAULTS, "variants": dict(VARIANTS),
-         "fp16_diagnostic": fp16, "args": {k: str(v) for k, v in vars(args).items()},
+         "fp16_diagnostic": fp16, "placements": placements, "args": {k: str(v) for k, v in vars(args).items()},
          "seconds": round(time.time() - t_start)}, indent=2) + "\n")
     print(md)
     print(f"results: {folder}")

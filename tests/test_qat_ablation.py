@@ -26,7 +26,8 @@ def test_each_variant_s_figures_land_in_its_row() -> None:
     fp16 = {"crops": 16, "ort_fp16_vs_ort_fp32_mm": 0.1, "ort_fp16_optimised_vs_not_mm": 0.06,
             "torch_fp32_vs_ort_fp16_mm": 0.11, "torch_fp16_simulation_vs_ort_fp16_mm": 0.15,
             "torch_fp16_simulation_vs_torch_fp32_mm": 0.18}
-    md = preset.ablation_md([_row("all", 5.68, 4.52), _row("dense", 3.38, 2.89)], fp16)
+    md = preset.ablation_md([_row("all", 5.68, 4.52), _row("dense", 3.38, 2.89)], fp16,
+                            [{"placement": "all", "int8_mac_share": 0.9175, "ptq_vertex_drift_mean_mm": 5.524}])
     by = {r["variant"]: r for r in table_rows(md)}
     assert (by["all"]["PTQ drift (mm)"], by["all"]["QAT drift (mm)"]) == ("5.68", "4.52")
     assert (by["dense"]["PTQ drift (mm)"], by["dense"]["QAT drift (mm)"]) == ("3.38", "2.89")
@@ -45,3 +46,10 @@ def test_bad_arguments_exit_with_one_line(argv: list[str], said: str) -> None:
     with pytest.raises(SystemExit) as exc:
         preset.main(argv)
     assert said in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_placement_table_shows_share_and_drift() -> None:
+    placements = [{"placement": "all", "int8_mac_share": 0.9175, "ptq_vertex_drift_mean_mm": 5.524}]
+    md = preset.ablation_md([], None, placements)
+    (row,) = table_rows(md.split("Post-training placements")[1])
+    assert (row["placement"], row["INT8 MAC share"], row["PTQ drift (mm)"]) == ("all", "91.8%", "5.52")

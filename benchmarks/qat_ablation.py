@@ -15,7 +15,8 @@ held-out crops (never seen by calibration, training or early stopping):
 
 Variants vary one knob of the default recipe (`qat` defaults: lr 1e-4, activation-scale lr x100, QDrop 0.5,
 minmax initial scales, uv weight 1, no feature distillation): the earlier x10 scale lr, QDrop off, entropy
-initial scales, uv weighted x5 in the loss, block-output distillation; `dense` with the defaults.
+initial scales, block-output distillation; `dense` with the defaults. `--time-qat` also times one
+`simplehand-deploy qat --placement all` at its defaults (600 steps, export of both targets) with every core.
 
 Then post-training placements near ModelOpt's INT8 MAC share (`all`, `all` with the vertex upsample INT8, and that
 with the stage 0-2 RepMixer token mixers float: the only way to keep them float within the share budget), and the
@@ -47,7 +48,6 @@ VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("all scale lr x10", {"scale_lr_factor": 10.0}),
     ("all QDrop off", {"qdrop": 0.0}),
     ("all entropy initial scales", {"method": "entropy"}),
-    ("all uv weight x5", {"uv_weight": 5.0}),
     ("all block-output distillation", {"feature_weight": 1.0}),
     ("dense", {"placement": "dense"}),
 ]
@@ -184,6 +184,31 @@ def placement_rows(fp32: Path, calib: Path, held_out: Path, work: Path) -> list[
     return rows
 
 
+def time_qat(ckpt: Path, calib: Path, data: Path, work: Path) -> dict[str, Any]:
+    """Wall time of one `qat --placement all` at the command's defaults (every core, as the command runs)."""
+    import os
+    import tempfile
+
+    import torch
+
+    from simplehand_deploy.precision.qat import QatConfig, run_qat
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        with tempfile.TemporaryDirectory(dir=work) as tmp:
+            t0 = time.perf_counter()
+            result = run_qat(QatConfig(checkpoint=ckpt, config="tiny", calib=calib, data=data,
+                                       out=Path(tmp) / "qat-all.onnx", placement="all", progress=False))
+            seconds = time.perf_counter() - t0
+    finally:
+        used = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    r = result.record
+    return {"seconds": seconds, "threads": used, "steps": r["steps_run"], "val_start_mm": r["val_start_mm"],
+            "val_best_mm": r["val_best_mm"], "best_step": r["best_step"]}
+
+
 # -- one variant ---------------------------------------------------------------------------------------------------
 
 def with_teacher_uv(qm: Any, teacher_uv: Any, images: Any, batch: int = 32) -> Any:
@@ -276,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps per variant")
     ap.add_argument("--variants", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--no-fp16", action="store_true", help="skip the FP16 diagnostic")
+    ap.add_argument("--time-qat", action="store_true", help="also time one `qat --placement all` at its defaults")
     args = ap.parse_args(argv)
     import polars as pl
     import torch
@@ -319,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_variant(name, knobs, teacher, fp32, calib, data, held, t_held, args.steps, args.work))
     fp16 = None if args.no_fp16 else fp16_diagnostic(teacher, fp32, calib, held_out, args.work)
     placements = placement_rows(fp32, calib, held_out, args.work)
+    timed = time_qat(ckpt, calib, data_dir, args.work) if args.time_qat else None
     common = {"config": "tiny", "weights": info.short, "measurement": "qat_ablation", **env}
     df = pl.DataFrame([{**common, **r} for r in rows])
     folder = args.out / f"{env['run_id']}-qat-ablation"
@@ -326,11 +353,16 @@ def main(argv: list[str] | None = None) -> int:
                                    "checkpoint_sha256": sha256_file(ckpt)})
     md = (f"tiny ({info.short}), {len(held)} held-out crops, {args.steps} fine-tuning steps per variant, "
           f"{env['cpu_model']}\n\n" + ablation_md(rows, fp16, placements))
+    if timed:
+        md += (f"\n`simplehand-deploy qat --placement all` at its defaults ({timed['steps']} steps, both targets "
+               f"exported), {timed['threads']} threads: {timed['seconds']:.0f} s wall; validation drift "
+               f"{timed['val_start_mm']:.2f} -> {timed['val_best_mm']:.2f} mm.\n")
     (folder / "ablation.md").write_text(md)
     command = " ".join(["python benchmarks/qat_ablation.py", *(argv if argv is not None else sys.argv[1:])])
     (folder / "preset.json").write_text(json.dumps(
         {"command": command, "recipe": INT8_RECIPE, "defaults": DEFAULTS, "variants": dict(VARIANTS),
-         "fp16_diagnostic": fp16, "placements": placements, "args": {k: str(v) for k, v in vars(args).items()},
+         "fp16_diagnostic": fp16, "placements": placements, "qat_command": timed,
+         "args": {k: str(v) for k, v in vars(args).items()},
          "seconds": round(time.time() - t_start)}, indent=2) + "\n")
     print(md)
     print(f"results: {folder}")

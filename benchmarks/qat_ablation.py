@@ -14,7 +14,7 @@ held-out crops (never seen by calibration, training or early stopping):
   its output is replaced): how much of the vertex drift is the 2-D keypoints moving the grid samples.
 
 Variants vary one knob of the default recipe (`qat` defaults: lr 1e-4, activation-scale lr x100, QDrop 0.5,
-minmax initial scales, uv weight 1, no feature distillation, seed 0): another seed (the run-to-run spread the
+minmax initial scales, no feature distillation, seed 0): another seed (the run-to-run spread the
 other rows must beat), the earlier x10 scale lr, QDrop off, block-output distillation; `dense` with the defaults.
 `--time-qat` also times one `simplehand-deploy qat --placement all` at its defaults (600 steps, export of both
 targets) with every core.
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULTS: dict[str, Any] = {"placement": "all", "method": "minmax", "lr": 1e-4, "scale_lr_factor": 100.0,
-                            "qdrop": 0.5, "uv_weight": 1.0, "feature_weight": 0.0, "seed": 0}
+                            "qdrop": 0.5, "feature_weight": 0.0, "seed": 0}
 VARIANTS: list[tuple[str, dict[str, Any]]] = [
     ("all", {}),
     ("all seed 1", {"seed": 1}),
@@ -124,12 +124,12 @@ def fp16_simulation(net: Any) -> Any:
 def fp16_diagnostic(teacher: Any, fp32: Path, calib: Path, held_out: Path, work: Path) -> dict[str, float]:
     import tempfile
 
-    import torch
-
     from simplehand_deploy.calibration import load_calibration_set
+    from simplehand_deploy.drift import vertex_drift_mm
     from simplehand_deploy.ort import make_session, run
     from simplehand_deploy.precision.fp16 import convert_fp16
-    from simplehand_deploy.precision.qat import _drift, _outputs, build_qat_model
+    from simplehand_deploy.precision.qat import build_qat_model
+    from simplehand_deploy.predict import run_model
 
     images = load_calibration_set(held_out).images[:16]
     fp16 = convert_fp16(fp32, work / "ablation-fp16.onnx").path
@@ -140,16 +140,20 @@ def fp16_diagnostic(teacher: Any, fp32: Path, calib: Path, held_out: Path, work:
         model = build_qat_model(teacher, fp32, calib, Path(tmp), placement="dense", exclude=(), method="minmax",
                                 progress=False)
     model.quantise = False
-    eager = _outputs(model, images)
+    eager = run_model(model, images)
     mode = fp16_simulation(model.net)
     try:
-        with torch.no_grad(), mode:
-            sim = _outputs(model, images)
+        with mode:
+            sim = run_model(model, images)
     finally:
         mode.close()
-    return {"ort_fp16_vs_ort_fp32_mm": _drift(g32, g16), "ort_fp16_optimised_vs_not_mm": _drift(g16, g16_opt),
-            "torch_fp32_vs_ort_fp16_mm": _drift(g16, eager), "torch_fp16_simulation_vs_ort_fp16_mm": _drift(g16, sim),
-            "torch_fp16_simulation_vs_torch_fp32_mm": _drift(eager, sim), "crops": len(images)}
+
+    def mm(a: dict[str, Any], b: dict[str, Any]) -> float:
+        return float(vertex_drift_mm(a, b).mean())
+
+    return {"ort_fp16_vs_ort_fp32_mm": mm(g32, g16), "ort_fp16_optimised_vs_not_mm": mm(g16, g16_opt),
+            "torch_fp32_vs_ort_fp16_mm": mm(g16, eager), "torch_fp16_simulation_vs_ort_fp16_mm": mm(g16, sim),
+            "torch_fp16_simulation_vs_torch_fp32_mm": mm(eager, sim), "crops": len(images)}
 
 
 # -- the share budget: what keeping the RepMixer token mixers float costs and buys (post-training) -------------
@@ -168,8 +172,8 @@ def placement_rows(fp32: Path, calib: Path, held_out: Path, work: Path) -> list[
     import tempfile
 
     from simplehand_deploy.calibration import load_calibration_set
+    from simplehand_deploy.drift import vertex_drift_mm
     from simplehand_deploy.ort import make_session, run
-    from simplehand_deploy.precision.qat import _drift
     from simplehand_deploy.precision.qdq import quantize_int8
 
     images = load_calibration_set(held_out).images
@@ -181,7 +185,8 @@ def placement_rows(fp32: Path, calib: Path, held_out: Path, work: Path) -> list[
                                 **kw)
             assert art.int8 is not None
             rows.append({"placement": name, "int8_mac_share": art.int8.int8_mac_share,
-                         "ptq_vertex_drift_mean_mm": _drift(ref, run(make_session(art.path), images))})
+                         "ptq_vertex_drift_mean_mm": float(vertex_drift_mm(ref, run(make_session(art.path),
+                                                                                          images)).mean())})
     return rows
 
 
@@ -233,16 +238,13 @@ def with_teacher_uv(qm: Any, teacher_uv: Any, images: Any, batch: int = 32) -> A
 
 
 def measure(qm: Any, teacher_out: dict[str, Any], images: Any) -> dict[str, float]:
-    import numpy as np
+    from simplehand_deploy.drift import drift_row, vertex_drift_mm
+    from simplehand_deploy.predict import run_model
 
-    from simplehand_deploy.precision.qat import _drift, _outputs
-
-    out = _outputs(qm, images)
+    row = drift_row(teacher_out, run_model(qm, images))
     verts = with_teacher_uv(qm, teacher_out["uv"], images)
-    return {"vertex_drift_mean_mm": _drift(teacher_out, out),
-            "uv_drift_mean_px": float((np.linalg.norm(out["uv"] - teacher_out["uv"], axis=-1) * 224).mean()),
-            "vertex_drift_teacher_uv_mean_mm": float(
-                (np.linalg.norm(verts - teacher_out["vertices"], axis=-1) * 1000).mean())}
+    return {"vertex_drift_mean_mm": row["vertex_drift_mean_mm"], "uv_drift_mean_px": row["uv_drift_mean_px"],
+            "vertex_drift_teacher_uv_mean_mm": float(vertex_drift_mm(teacher_out, {"vertices": verts}).mean())}
 
 
 def run_variant(name: str, knobs: dict[str, Any], teacher: Any, fp32: Path, calib: Path, data: Any, held: Any,
@@ -260,7 +262,7 @@ def run_variant(name: str, knobs: dict[str, Any], teacher: Any, fp32: Path, cali
     t0 = time.perf_counter()
     fit = fine_tune(qm, teacher, data[:-n_val], data[-n_val:], steps=steps, lr=k["lr"], batch_size=16,
                     seed=k["seed"], qdrop=k["qdrop"], eval_every=50, feature_weight=k["feature_weight"],
-                    scale_lr_factor=k["scale_lr_factor"], uv_weight=k["uv_weight"],
+                    scale_lr_factor=k["scale_lr_factor"],
                     on_eval=lambda h: print(f"  {name}: {h}", file=sys.stderr, flush=True))
     seconds = time.perf_counter() - t0
     after = measure(qm, t_held, held)
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     from simplehand_deploy.env import fingerprint
     from simplehand_deploy.export import export_onnx
     from simplehand_deploy.fileio import sha256_file
-    from simplehand_deploy.precision.qat import _outputs
+    from simplehand_deploy.predict import run_model
     from simplehand_deploy.testing import INT8_RECIPE, int8_recipe_checkpoint
 
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         p.requires_grad_(False)
     held = load_calibration_set(held_out).images
     data = load_calibration_set(data_dir).images
-    t_held = _outputs(teacher, held)
+    t_held = run_model(teacher, held)
     rows = []
     for name, knobs in VARIANTS:
         if wanted and name not in wanted:

@@ -42,11 +42,12 @@ def load_images(path: str | os.PathLike[str]) -> np.ndarray:
 def run_model(model: torch.nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 32) -> dict:
     model = model.to(device).eval()
     uvs, verts = [], []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
-        uv, v = model(x)
-        uvs.append(uv.float().cpu().numpy())
-        verts.append(v.float().cpu().numpy())
+    with torch.no_grad():  # inference: no autograd graph (a model being fine-tuned has trainable weights)
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
+            uv, v = model(x)
+            uvs.append(uv.float().cpu().numpy())
+            verts.append(v.float().cpu().numpy())
     return {"uv": np.concatenate(uvs), "vertices": np.concatenate(verts)}
 
 

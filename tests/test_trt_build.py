@@ -135,7 +135,8 @@ def test_int8_target_mismatch_is_refused_in_both_directions() -> None:
     assert int8_target_for("10.3.0.30") == "trt10" and int8_target_for("8.6.2.3") == "trt8"
     check_source_graph("int8", "int8", "10.3.0", int8_target="trt10")
     check_source_graph("int8", "int8", "8.6.2", int8_target="trt8")
-    with pytest.raises(UsageError, match=r"m-int8-trt8\.onnx is the INT8 artifact for trt8 \(opset 17 .*FP32 scales: for TensorRT 8\.5 to 9\.x"
+    with pytest.raises(UsageError, match=r"m-int8-trt8\.onnx is the INT8 artifact for trt8 \(opset 17 .*FP32 scales: "
+                                         r"for TensorRT 8\.5 to 9\.x"
                                          r".*TensorRT 10\.3\.0 needs the trt10 one: use the \*-int8-trt10\.onnx"):
         check_source_graph("int8", "int8", "10.3.0", int8_target="trt8", name="m-int8-trt8.onnx")
     with pytest.raises(UsageError, match=r"artifact for trt10 .*TensorRT 8\.6\.2 needs the trt8 one.*--target trt8"):

@@ -45,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 from ..defaults import DEFAULT_METHOD
 from ..errors import UsageError
 from ..literals import Method, Placement, Target
+from ..predict import run_model
 from .graph import INT8_OPS
 
 # torch call -> the ONNX op types it exports to
@@ -347,24 +348,16 @@ class QatModel(torch.nn.Module):
 
 # -- data and loss -----------------------------------------------------------------------------------
 
-def _outputs(model: Callable[[torch.Tensor], Any], images: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    uv, vert = [], []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            u, v = model(torch.from_numpy(np.ascontiguousarray(images[i : i + batch])))
-            uv.append(u.numpy())
-            vert.append(v.numpy())
-    return {"uv": np.concatenate(uv), "vertices": np.concatenate(vert)}
-
-
 def _drift(ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> float:
-    return float((np.linalg.norm(out["vertices"] - ref["vertices"], axis=-1) * 1000).mean())
+    """Mean vertex drift in mm (`drift.vertex_drift_mm`, the one definition)."""
+    from ..drift import vertex_drift_mm
+
+    return float(vertex_drift_mm(ref, out).mean())
 
 
-def _loss(uv: torch.Tensor, vert: torch.Tensor, t_uv: torch.Tensor, t_vert: torch.Tensor,
-          uv_weight: float = 1.0) -> torch.Tensor:
-    """L1 vertices in mm + `uv_weight` x L1 uv in crop pixels (x224)."""
-    return (vert - t_vert).abs().mean() * 1000 + uv_weight * (uv - t_uv).abs().mean() * 224
+def _loss(uv: torch.Tensor, vert: torch.Tensor, t_uv: torch.Tensor, t_vert: torch.Tensor) -> torch.Tensor:
+    """L1 vertices in mm + L1 uv in crop pixels (x224)."""
+    return (vert - t_vert).abs().mean() * 1000 + (uv - t_uv).abs().mean() * 224
 
 
 # -- the job -----------------------------------------------------------------------------------------
@@ -500,22 +493,22 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
               steps: int, lr: float, batch_size: int, seed: int, qdrop: float = DEFAULT_QDROP,
               eval_every: int = DEFAULT_EVAL_EVERY, labels: dict[str, Any] | None = None, label_weight: float = 0.0,
               device: str = "cpu", progress: bool = False, feature_weight: float = 0.0,
-              scale_lr_factor: float = SCALE_LR_FACTOR, uv_weight: float = 1.0,
+              scale_lr_factor: float = SCALE_LR_FACTOR,
               on_eval: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Distil `teacher` into the fake-quant model; the best validation state is left in `qm`. Returns the record.
     `on_eval` sees each validation point (step, drift, loss) as it happens (logs of long runs). `feature_weight`
-    (block-output distillation), `scale_lr_factor` and `uv_weight` are the recipe knobs the QAT ablation varies."""
+    (block-output distillation) and `scale_lr_factor` are the recipe knobs the QAT ablation varies."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    teacher_val = _outputs(teacher, val_images)
-    teach = _outputs(teacher, train_images)
+    teacher_val = run_model(teacher, val_images)
+    teach = run_model(teacher, train_images)
     qm.eval()
     qm.to(device)
 
     def val_drift() -> float:
         qm.eval()
-        return _drift(teacher_val, _outputs(lambda x: tuple(t.cpu() for t in qm(x.to(device))), val_images))
+        return _drift(teacher_val, run_model(qm, val_images, device))
 
     weights = [p for n, p in qm.named_parameters() if n != "log_scales"]
     opt = torch.optim.AdamW([{"params": weights, "lr": lr, "weight_decay": 0.0},
@@ -540,7 +533,7 @@ def fine_tune(qm: QatModel, teacher: torch.nn.Module, train_images: np.ndarray, 
                 with torch.no_grad():
                     teacher(x)
             uv, vert = qm(x)
-            loss = _loss(uv, vert, t_uv, t_vert, uv_weight)
+            loss = _loss(uv, vert, t_uv, t_vert)
             if taps is not None:
                 loss = loss + feature_weight * taps.loss()
             if labels and label_weight > 0:
@@ -679,7 +672,7 @@ def parity_mm(qm: QatModel, path: str | os.PathLike[str], images: np.ndarray, fp
             qm.base_scales.copy_(qm.scales().half().float())
             qm.log_scales.zero_()
     try:
-        ref = _outputs(qm, images)
+        ref = run_model(qm, images)
     finally:
         with torch.no_grad():
             qm.base_scales.copy_(saved[0])
